@@ -1,0 +1,227 @@
+"""Typed settings: one source of truth read from defaults, a TOML file, env, then CLI.
+
+Precedence (later wins): field defaults < ``--config FILE`` (TOML, flat keys or a
+``[tilerouter]`` table) < ``TILEROUTER_<NAME>`` environment variables < command-line
+flags ``--<name-with-dashes>``. A bad value fails at start naming the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from router.errors import ConfigError
+
+ENV_PREFIX = "TILEROUTER_"
+POLICIES = ("cache-aware", "round-robin", "least-loaded")
+FORMATS = ("jpeg", "png")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of every component, with defaults that run the demo as-is."""
+
+    # Slides
+    slides: str = field(default="slides", metadata={"help": "slide root directory"})
+    tile_size: int = field(default=254, metadata={"help": "DeepZoom tile size (px)"})
+    overlap: int = field(default=1, metadata={"help": "DeepZoom tile overlap (px)"})
+    limit_bounds: bool = field(default=True, metadata={"help": "DeepZoom limit_bounds"})
+    tile_format: str = field(default="jpeg", metadata={"help": "default tile format"})
+    tile_quality: int = field(default=75, metadata={"help": "JPEG quality 1-100"})
+    # Endpoints
+    frontend: str = field(
+        default="tcp://127.0.0.1:5555", metadata={"help": "router endpoint for gateways"}
+    )
+    backend: str = field(
+        default="tcp://127.0.0.1:5556", metadata={"help": "router endpoint for workers"}
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "gateway bind address"})
+    port: int = field(default=8080, metadata={"help": "gateway HTTP/websocket port"})
+    stats_host: str = field(default="127.0.0.1", metadata={"help": "router stats bind address"})
+    stats_port: int = field(default=8089, metadata={"help": "router stats HTTP port (0=off)"})
+    # Workers
+    workers: int = field(default=0, metadata={"help": "worker processes (0 = CPU count)"})
+    worker_capacity: int = field(default=2, metadata={"help": "requests in flight per worker"})
+    reader_cache_size: int = field(default=16, metadata={"help": "open slides per worker"})
+    tile_cache_bytes: int = field(
+        default=256 * 1024 * 1024, metadata={"help": "encoded-tile cache per worker (bytes)"}
+    )
+    openslide_cache_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "shared OpenSlide cache per worker"}
+    )
+    # Routing and liveness
+    policy: str = field(default="cache-aware", metadata={"help": "routing policy"})
+    request_timeout: float = field(default=15.0, metadata={"help": "request deadline (s)"})
+    heartbeat_interval: float = field(default=1.0, metadata={"help": "heartbeat period (s)"})
+    heartbeat_liveness: int = field(default=3, metadata={"help": "missed beats before dead"})
+    max_queue: int = field(default=10000, metadata={"help": "requests waiting in the router"})
+    max_retries: int = field(default=1, metadata={"help": "re-sends after a worker dies"})
+    # Gateway limits
+    max_inflight_per_connection: int = field(
+        default=64, metadata={"help": "requests in flight per websocket"}
+    )
+    max_message_bytes: int = field(
+        default=4096, metadata={"help": "largest accepted websocket message"}
+    )
+    max_associated_size: int = field(
+        default=1024, metadata={"help": "largest thumbnail/associated edge (px)"}
+    )
+    viewer_assets: str = field(
+        default="", metadata={"help": "OpenSeadragon build dir ('' = ./node_modules)"}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "logging level"})
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def heartbeat_expiry(self) -> float:
+        return self.heartbeat_interval * self.heartbeat_liveness
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment that makes a child process load exactly these settings."""
+        return {ENV_PREFIX + f.name.upper(): _format(getattr(self, f.name)) for f in fields(self)}
+
+
+def _validate(s: Settings) -> None:
+    def need(ok: bool, name: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"setting '{name}': {why} (got {getattr(s, name)!r})")
+
+    need(s.tile_size >= 16 and s.tile_size <= 4096, "tile_size", "must be 16..4096")
+    need(0 <= s.overlap <= 64, "overlap", "must be 0..64")
+    need(s.tile_format in FORMATS, "tile_format", f"must be one of {FORMATS}")
+    need(1 <= s.tile_quality <= 100, "tile_quality", "must be 1..100")
+    need(0 <= s.port <= 65535, "port", "must be 0..65535")
+    need(0 <= s.stats_port <= 65535, "stats_port", "must be 0..65535")
+    need(s.workers >= 0, "workers", "must be >= 0")
+    need(s.worker_capacity >= 1, "worker_capacity", "must be >= 1")
+    need(s.reader_cache_size >= 1, "reader_cache_size", "must be >= 1")
+    need(s.tile_cache_bytes >= 0, "tile_cache_bytes", "must be >= 0")
+    need(s.openslide_cache_bytes >= 0, "openslide_cache_bytes", "must be >= 0")
+    need(s.policy in POLICIES, "policy", f"must be one of {POLICIES}")
+    need(s.request_timeout > 0, "request_timeout", "must be > 0")
+    need(s.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
+    need(s.heartbeat_liveness >= 1, "heartbeat_liveness", "must be >= 1")
+    need(s.max_queue >= 1, "max_queue", "must be >= 1")
+    need(s.max_retries >= 0, "max_retries", "must be >= 0")
+    need(s.max_inflight_per_connection >= 1, "max_inflight_per_connection", "must be >= 1")
+    need(s.max_message_bytes >= 256, "max_message_bytes", "must be >= 256")
+    need(s.max_associated_size >= 16, "max_associated_size", "must be >= 16")
+    for name in ("frontend", "backend"):
+        ep = getattr(s, name)
+        need(ep.split("://", 1)[0] in ("tcp", "ipc", "inproc"), name, "must be tcp://, ipc://")
+    need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _coerce(name: str, kind: type, raw: Any) -> Any:
+    """Turn a TOML/env/CLI value into the field's type, or fail naming the setting."""
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(raw)
+            return int(raw)
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if isinstance(raw, (dict, list)):
+            raise ValueError(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting '{name}': expected {kind.__name__}, got {raw!r}"
+        ) from None
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _field_types() -> dict[str, type]:
+    return {f.name: _TYPES[f.type] if isinstance(f.type, str) else f.type for f in fields(Settings)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one ``--<name>`` flag per setting (default: unset)."""
+    parser.add_argument("--config", help="TOML settings file")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, default=None, help=f.metadata.get("help"))
+
+
+def load_settings(
+    args: argparse.Namespace | Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Merge file < env < args into a validated Settings."""
+    env = os.environ if env is None else env
+    arg_map: dict[str, Any] = dict(
+        vars(args) if isinstance(args, argparse.Namespace) else args or {})
+    config_file = arg_map.pop("config", None) or config_file or env.get(ENV_PREFIX + "CONFIG")
+    types = _field_types()
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {config_file!r}: {exc}") from None
+        data = data.get("tilerouter", data)
+        for key, raw in data.items():
+            name = key.replace("-", "_")
+            if name not in types:
+                raise ConfigError(f"config file {config_file!r}: unknown setting '{key}'")
+            values[name] = _coerce(name, types[name], raw)
+    for name, kind in types.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, kind, raw)
+    for name, raw in arg_map.items():
+        if raw is not None and name in types:
+            values[name] = _coerce(name, types[name], raw)
+    return Settings(**values)
+
+
+def parse_cli(
+    description: str, argv: Sequence[str] | None = None, extra: Any = None
+) -> tuple[Settings, argparse.Namespace]:
+    """Standard entry-point parsing: settings flags plus ``extra(parser)`` additions."""
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
+    if extra is not None:
+        extra(parser)
+    ns = parser.parse_args(argv)
+    known = {f.name for f in fields(Settings)} | {"config"}
+    try:
+        settings = load_settings({k: v for k, v in vars(ns).items() if k in known})
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return settings, ns

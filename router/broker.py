@@ -1,0 +1,412 @@
+"""The broker: a plain pyzmq poll loop between gateways (frontend) and workers (backend).
+
+Plain (non-asyncio) pyzmq on purpose: it forwards about twice as many requests per
+core as zmq.asyncio. Tile bytes are forwarded as the zmq.Frame they arrived in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+
+from config.settings import Settings
+from readers.paths import normalize_slide_path
+from router import protocol
+from router.errors import (
+    Busy,
+    ProtocolError,
+    Quarantined,
+    TileRouterError,
+    Timeout,
+    WorkerLost,
+)
+from router.policy import make_policy
+from router.registry import Registry, Task, WorkerState
+from router.waiting import WaitQueue
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256  # messages drained from one socket before looking at the other
+MAX_CAPACITY = 64
+QUARANTINE_STRIKES = 2  # tasks that each killed two workers before the slide is refused
+QUARANTINE_SECONDS = 300.0
+
+
+def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
+    """Bind, creating the directory of an ipc:// path; return the bound endpoint."""
+    if endpoint.startswith("ipc://"):
+        os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
+    sock.bind(endpoint)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+class Broker:
+    """Routes requests to workers; ``run`` until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
+        self.settings = settings
+        self.context = context or zmq.Context.instance()
+        self.frontend = self._router_socket()
+        self.backend = self._router_socket()
+        self.frontend_endpoint = bind_endpoint(self.frontend, settings.frontend)
+        self.backend_endpoint = bind_endpoint(self.backend, settings.backend)
+        self.registry = Registry()
+        self.queue = WaitQueue()
+        self.policy = make_policy(settings.policy)
+        self.counters: Counter[str] = Counter()
+        self.strikes: Counter[str] = Counter()
+        self.quarantined: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        self.idle_worker_seconds_waiting = 0.0
+        self._tids = itertools.count(1)
+        self._next_heartbeat = 0.0
+        self._last_tick = time.monotonic()
+        self.snapshot: dict[str, Any] = {}
+
+    def _router_socket(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        return sock
+
+    # --- main loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("router up: frontend %s backend %s policy %s",
+                 self.frontend_endpoint, self.backend_endpoint, self.policy.name)
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        tick = min(0.1, self.settings.heartbeat_interval / 2)
+        next_tick = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                timeout = max(0.0, next_tick - time.monotonic())
+                events = dict(poller.poll(int(timeout * 1000) + 1))
+                if self.backend in events:
+                    self._drain(self.backend, self.on_backend)
+                if self.frontend in events:
+                    self._drain(self.frontend, self.on_frontend)
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.housekeeping(now)
+                    next_tick = now + tick
+        finally:
+            self.close()
+
+    def _drain(self, sock: zmq.Socket, handle: Any) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                handle(frames)
+            except Exception:  # one bad message must never stop the router
+                self.counters["internal_errors"] += 1
+                log.exception("error handling a message")
+
+    def housekeeping(self, now: float) -> None:
+        self.purge_workers(now)
+        self.expire_requests(now)
+        if len(self.queue) and any(w.idle for w in self.registry.workers.values()):
+            idle = sum(1 for w in self.registry.workers.values() if w.idle)
+            self.idle_worker_seconds_waiting += idle * (now - self._last_tick)
+        self._last_tick = now
+        if now >= self._next_heartbeat:
+            self.send_heartbeats()
+            self._next_heartbeat = now + self.settings.heartbeat_interval
+            self.snapshot = self.stats()
+
+    def close(self) -> None:
+        for worker in list(self.registry.workers.values()):
+            self._send_worker(worker, protocol.DISCONNECT, {})
+        self.frontend.close(linger=0)
+        self.backend.close(linger=0)
+        c = self.counters
+        log.info("router stopped: requests=%d replies=%d errors=%d timeouts=%d "
+                 "affinity_hits=%d affinity_misses=%d", c["requests"], c["replies"],
+                 c["errors"], c["timeouts"], c["affinity_hits"], c["affinity_misses"])
+
+    # --- gateways -------------------------------------------------------------------------
+
+    def on_frontend(self, frames: list[zmq.Frame]) -> None:
+        try:
+            msg = protocol.parse(frames, routed=True)
+        except ProtocolError as exc:
+            self.counters["malformed"] += 1
+            log.warning("malformed message from a gateway: %s", exc)
+            return
+        if msg.command == protocol.HEARTBEAT:
+            self._send_gateway(msg.identity, protocol.HEARTBEAT, {})
+            return
+        if msg.command != protocol.REQUEST:
+            if msg.command != protocol.DISCONNECT:
+                log.warning("unexpected %s from a gateway", msg.name)
+            return
+        rid = msg.header.get("rid")
+        if msg.header.get("op") == "stats":
+            self._send_gateway(msg.identity, protocol.REPLY,
+                               {"rid": rid, "ok": True, **self.stats()})
+            return
+        self.counters["requests"] += 1
+        try:
+            request = protocol.check_request(msg.header, self.settings.max_associated_size)
+            slide = normalize_slide_path(request["slide"]) if "slide" in request else None
+            if slide is not None:
+                request["slide"] = slide
+                self._check_quarantine(slide)
+        except TileRouterError as exc:
+            self._answer_error(msg.identity, rid, exc)
+            return
+        timeout = msg.header.get("timeout")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+            timeout = self.settings.request_timeout
+        timeout = min(float(timeout), self.settings.request_timeout)
+        tid = next(self._tids)
+        request["tid"] = tid
+        task = Task(tid, msg.identity, rid, request, slide, time.monotonic() + timeout)
+        self.submit(task)
+
+    def submit(self, task: Task) -> None:
+        worker = self.policy.choose(task, self.registry)
+        if worker is not None:
+            self.dispatch(worker, task)
+        elif len(self.queue) >= self.settings.max_queue:
+            self.counters["busy"] += 1
+            self._answer_error(task.gateway, task.rid, Busy("router queue is full"))
+        else:
+            self.queue.push(task)
+
+    def _check_quarantine(self, slide: str) -> None:
+        until = self.quarantined.get(slide)
+        if until is not None:
+            if time.monotonic() < until:
+                raise Quarantined(f"slide {slide!r} crashed workers repeatedly; refused")
+            del self.quarantined[slide]
+            self.strikes.pop(slide, None)
+
+    def _answer_error(self, gateway: bytes, rid: Any, exc: TileRouterError) -> None:
+        self.counters["errors"] += 1
+        if isinstance(exc, Timeout):
+            self.counters["timeouts"] += 1
+        self._send_gateway(gateway, protocol.REPLY, {"rid": rid, "ok": False,
+                                                     "error": exc.to_wire()})
+
+    def _send_gateway(self, gateway: bytes, command: bytes, header: dict[str, Any],
+                      payload: Any = None) -> None:
+        try:
+            self.frontend.send_multipart(protocol.encode(command, header, payload, gateway),
+                                         zmq.NOBLOCK, copy=False)
+        except (zmq.Again, zmq.ZMQError) as exc:  # gateway gone or not reading
+            self.counters["undeliverable"] += 1
+            log.debug("reply to gateway %r dropped: %s", gateway, exc)
+
+    # --- workers --------------------------------------------------------------------------
+
+    def dispatch(self, worker: WorkerState, task: Task) -> None:
+        now = time.monotonic()
+        if task.slide is not None:
+            hit = task.slide in worker.reported
+            self.counters["affinity_hits" if hit else "affinity_misses"] += 1
+        self.registry.assign(worker, task, now)
+        if not self._send_worker(worker, protocol.REQUEST, task.request):
+            self.remove_worker(worker.identity, "unreachable")
+
+    def _send_worker(self, worker: WorkerState, command: bytes, header: dict[str, Any]) -> bool:
+        try:
+            self.backend.send_multipart(
+                protocol.encode(command, header, None, worker.identity), zmq.NOBLOCK, copy=False)
+            return True
+        except (zmq.Again, zmq.ZMQError) as exc:
+            log.warning("cannot reach worker %r: %s", worker.identity, exc)
+            return False
+
+    def on_backend(self, frames: list[zmq.Frame]) -> None:
+        try:
+            msg = protocol.parse(frames, routed=True)
+        except ProtocolError as exc:
+            self.counters["malformed"] += 1
+            log.warning("malformed message from a worker: %s", exc)
+            return
+        identity = msg.identity
+        assert identity is not None
+        if msg.command == protocol.DISCONNECT:
+            self.remove_worker(identity, "disconnected")
+            return
+        worker = self.registry.get(identity)
+        now = time.monotonic()
+        if msg.command in (protocol.REGISTER, protocol.HEARTBEAT):
+            if worker is None:
+                worker = WorkerState(identity)
+                self.registry.add(worker)
+                log.info("worker %s registered (pid %s, %d open slides)",
+                         identity.decode(errors="replace"), msg.header.get("pid"),
+                         len(msg.header.get("slides") or ()))
+            self._update_worker(worker, msg.header, now)
+            self.fill(worker)
+        elif msg.command == protocol.REPLY:
+            if worker is None:  # e.g. router restarted mid-request: its heartbeat registers it
+                self.counters["orphan_replies"] += 1
+                return
+            self._update_worker(worker, msg.header, now)
+            self._forward_reply(worker, msg, now)
+            self.fill(worker)
+        else:
+            log.warning("unexpected %s from worker %r", msg.name, identity)
+
+    def _update_worker(self, worker: WorkerState, header: dict[str, Any], now: float) -> None:
+        worker.expiry = now + self.settings.heartbeat_expiry
+        if "pid" in header:
+            worker.pid = _int(header.get("pid"), 0)
+            worker.host = str(header.get("host", ""))[:255]
+            worker.capacity = max(1, min(_int(header.get("capacity"), 1), MAX_CAPACITY))
+        worker.served = _int(header.get("served"), worker.served)
+        cache = header.get("cache")
+        if isinstance(cache, dict):
+            worker.cache_hits = _int(cache.get("hits"), worker.cache_hits)
+            worker.cache_misses = _int(cache.get("misses"), worker.cache_misses)
+        slides = header.get("slides")
+        if isinstance(slides, list):
+            self.registry.set_reported(
+                worker, frozenset(s for s in slides if isinstance(s, str)))
+
+    def _forward_reply(self, worker: WorkerState, msg: protocol.Message, now: float) -> None:
+        tid = msg.header.get("tid")
+        task = self.registry.release(worker, tid, now) if isinstance(tid, int) else None
+        if task is None or task.answered:
+            return
+        reply = msg.header.get("r")
+        if not isinstance(reply, dict):
+            self.counters["malformed"] += 1
+            reply = {"ok": False, "error": {"code": "internal", "message": "bad worker reply"}}
+        if reply.get("ok"):
+            self.counters["replies"] += 1
+        else:
+            self.counters["errors"] += 1
+        self._send_gateway(task.gateway, protocol.REPLY, {**reply, "rid": task.rid},
+                           msg.payload)
+
+    def fill(self, worker: WorkerState) -> None:
+        """Give a worker with room the waiting work the policy picks for it."""
+        while self.registry.get(worker.identity) is worker:
+            task = self.policy.take(worker, self.queue)
+            if task is None:
+                return
+            self.dispatch(worker, task)
+
+    def remove_worker(self, identity: bytes, reason: str) -> None:
+        worker = self.registry.remove(identity)
+        if worker is None:
+            return
+        self.counters["worker_deaths" if reason != "disconnected" else "worker_leaves"] += 1
+        log.warning("worker %s removed (%s) with %d in flight",
+                    identity.decode(errors="replace"), reason, len(worker.inflight))
+        tasks = sorted(worker.inflight.values(), key=lambda t: t.tid)
+        for i, task in enumerate(tasks):
+            if reason != "disconnected" and i == 0:  # the one it was working on
+                task.crashes += 1
+                if task.crashes >= 2 and task.slide is not None:
+                    self._strike(task.slide)
+            task.worker = None
+            if task.answered:
+                continue
+            task.attempts += 1
+            if task.attempts > self.settings.max_retries:
+                self._answer_error(task.gateway, task.rid,
+                                   WorkerLost(f"worker died handling the request ({reason})"))
+            else:
+                self.counters["retries"] += 1
+                self.queue.push(task, front=True)
+        for other in list(self.registry.workers.values()):
+            self.fill(other)
+
+    def _strike(self, slide: str) -> None:
+        self.strikes[slide] += 1
+        if self.strikes[slide] >= QUARANTINE_STRIKES:
+            self.quarantined[slide] = time.monotonic() + QUARANTINE_SECONDS
+            log.error("slide %r quarantined after crashing workers repeatedly", slide)
+            for task in [t for t in self.queue if t.slide == slide]:
+                self.queue.remove(task)
+                self._answer_error(task.gateway, task.rid, Quarantined(
+                    f"slide {slide!r} crashed workers repeatedly; refused"))
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    def purge_workers(self, now: float) -> None:
+        for worker in [w for w in self.registry.workers.values() if w.expiry < now]:
+            self.remove_worker(worker.identity, "heartbeat expired")
+
+    def expire_requests(self, now: float) -> None:
+        expired = [t for t in self.queue if t.deadline <= now]
+        for task in expired:
+            self.queue.remove(task)
+        for worker in self.registry.workers.values():
+            expired += [t for t in worker.inflight.values()
+                        if t.deadline <= now and not t.answered]
+        for task in expired:
+            task.answered = True
+            self._answer_error(task.gateway, task.rid, Timeout("request deadline passed"))
+
+    def send_heartbeats(self) -> None:
+        for worker in list(self.registry.workers.values()):
+            if not self._send_worker(worker, protocol.HEARTBEAT, {}):
+                self.remove_worker(worker.identity, "unreachable")
+
+    # --- stats ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        c = self.counters
+        workers = []
+        for w in self.registry.workers.values():
+            busy = w.busy_seconds + (now - w.busy_since if w.busy_since is not None else 0.0)
+            workers.append({
+                "id": w.identity.decode(errors="replace"),
+                "pid": w.pid,
+                "host": w.host,
+                "state": "idle" if w.idle else ("busy" if not w.has_room else "working"),
+                "inflight": w.load,
+                "capacity": w.capacity,
+                "served": w.served,
+                "dispatched": w.dispatched,
+                "open_slides": sorted(w.reported),
+                "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses},
+                "busy_seconds": round(busy, 3),
+                "age_seconds": round(now - w.registered, 3),
+            })
+        return {
+            "workers": workers,
+            "routing": {
+                "policy": self.policy.name,
+                "requests": c["requests"],
+                "replies": c["replies"],
+                "errors": c["errors"],
+                "timeouts": c["timeouts"],
+                "waiting": len(self.queue),
+                "affinity_hits": c["affinity_hits"],
+                "affinity_misses": c["affinity_misses"],
+                "retries": c["retries"],
+                "busy": c["busy"],
+                "worker_deaths": c["worker_deaths"],
+                "malformed": c["malformed"],
+                "undeliverable": c["undeliverable"],
+                "idle_worker_seconds_waiting": round(self.idle_worker_seconds_waiting, 3),
+                "quarantined": sorted(self.quarantined),
+                "uptime_seconds": round(now - self.started, 3),
+            },
+        }
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default

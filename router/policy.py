@@ -1,0 +1,100 @@
+"""Routing policies: pure decisions over the registry and wait queue (unit-testable).
+
+``choose`` places a new request (or returns None: it waits); ``take`` gives a worker
+that just freed a slot its next waiting request. Every policy is work conserving:
+an idle worker always takes the oldest waiting request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from router.registry import Registry, Task, WorkerState
+from router.waiting import WaitQueue
+
+
+def rendezvous_score(slide: str, identity: bytes) -> int:
+    """Highest-random-weight hash: the idle worker that adopts a slide is stable."""
+    digest = hashlib.blake2b(slide.encode() + b"\0" + identity, digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Policy:
+    name = "base"
+
+    def choose(self, task: Task, registry: Registry) -> WorkerState | None:
+        raise NotImplementedError
+
+    def take(self, worker: WorkerState, queue: WaitQueue) -> Task | None:
+        """Oldest waiting request, if the worker has room (FIFO policies)."""
+        return queue.pop_oldest() if worker.has_room else None
+
+
+class CacheAwarePolicy(Policy):
+    """Affinity to a holder with room; else an idle worker adopts (rendezvous hash).
+
+    A hot slide spreads naturally: when its holders are saturated, an idle worker
+    adopts it and becomes a holder too. Decisions are O(holders + idle).
+    """
+
+    name = "cache-aware"
+
+    def choose(self, task: Task, registry: Registry) -> WorkerState | None:
+        if task.slide is not None:
+            best = _least_loaded(w for w in registry.holders(task.slide) if w.has_room)
+            if best is not None:
+                return best
+        idle = [w for w in registry.workers.values() if w.idle]
+        if not idle:
+            return None
+        key = task.slide or ""
+        return max(idle, key=lambda w: rendezvous_score(key, w.identity))
+
+    def take(self, worker: WorkerState, queue: WaitQueue) -> Task | None:
+        if not worker.has_room:
+            return None
+        task = queue.pop_for_slides(worker.holds())
+        if task is None and worker.idle:
+            task = queue.pop_oldest()
+        return task
+
+
+class RoundRobinPolicy(Policy):
+    """Next worker in rotation that has room; slides ignored (baseline)."""
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def choose(self, task: Task, registry: Registry) -> WorkerState | None:
+        workers = list(registry.workers.values())
+        for i in range(len(workers)):
+            worker = workers[(self._turn + i) % len(workers)]
+            if worker.has_room:
+                self._turn = (self._turn + i + 1) % len(workers)
+                return worker
+        return None
+
+
+class LeastLoadedPolicy(Policy):
+    """Worker with the fewest requests in flight; slides ignored (baseline)."""
+
+    name = "least-loaded"
+
+    def choose(self, task: Task, registry: Registry) -> WorkerState | None:
+        return _least_loaded(w for w in registry.workers.values() if w.has_room)
+
+
+def _least_loaded(workers: Iterable[WorkerState]) -> WorkerState | None:
+    return min(workers, key=lambda w: w.load, default=None)
+
+
+POLICIES: dict[str, type[Policy]] = {
+    p.name: p for p in (CacheAwarePolicy, RoundRobinPolicy, LeastLoadedPolicy)
+}
+
+
+def make_policy(name: str) -> Policy:
+    return POLICIES[name]()

@@ -1,0 +1,137 @@
+"""The router's view of its workers: state, load, and which slides each holds open."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class Task:
+    """One client request travelling through the router."""
+
+    tid: int
+    gateway: bytes
+    rid: Any
+    request: dict[str, Any]
+    slide: str | None
+    deadline: float
+    created: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    crashes: int = 0
+    answered: bool = False
+    worker: bytes | None = None
+
+
+@dataclass(eq=False)
+class WorkerState:
+    identity: bytes
+    pid: int = 0
+    host: str = ""
+    capacity: int = 1
+    expiry: float = 0.0
+    reported: frozenset[str] = frozenset()
+    inflight: dict[int, Task] = field(default_factory=dict)
+    inflight_slides: Counter[str] = field(default_factory=Counter)
+    served: int = 0
+    dispatched: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    busy_since: float | None = None
+    busy_seconds: float = 0.0
+    registered: float = field(default_factory=time.monotonic)
+
+    @property
+    def load(self) -> int:
+        return len(self.inflight)
+
+    @property
+    def has_room(self) -> bool:
+        return len(self.inflight) < self.capacity
+
+    @property
+    def idle(self) -> bool:
+        return not self.inflight
+
+    def holds(self) -> set[str]:
+        """Slides open now plus slides it is about to open (requests in flight)."""
+        return set(self.reported) | set(self.inflight_slides)
+
+
+class Registry:
+    """Workers by identity, plus an exact slide -> holders index kept in step."""
+
+    def __init__(self) -> None:
+        self.workers: dict[bytes, WorkerState] = {}
+        self._holders: dict[str, set[bytes]] = {}
+        self._held: dict[bytes, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def get(self, identity: bytes) -> WorkerState | None:
+        return self.workers.get(identity)
+
+    def add(self, worker: WorkerState) -> None:
+        self.workers[worker.identity] = worker
+        self._reindex(worker)
+
+    def remove(self, identity: bytes) -> WorkerState | None:
+        worker = self.workers.pop(identity, None)
+        for slide in self._held.pop(identity, set()):
+            holders = self._holders.get(slide)
+            if holders is not None:
+                holders.discard(identity)
+                if not holders:
+                    del self._holders[slide]
+        return worker
+
+    def holders(self, slide: str) -> list[WorkerState]:
+        return [self.workers[i] for i in self._holders.get(slide, ())]
+
+    def set_reported(self, worker: WorkerState, slides: frozenset[str]) -> None:
+        if slides != worker.reported:
+            worker.reported = slides
+            self._reindex(worker)
+
+    def assign(self, worker: WorkerState, task: Task, now: float) -> None:
+        if worker.idle:
+            worker.busy_since = now
+        worker.inflight[task.tid] = task
+        task.worker = worker.identity
+        worker.dispatched += 1
+        if task.slide is not None:
+            worker.inflight_slides[task.slide] += 1
+            if task.slide not in self._held.get(worker.identity, ()):
+                self._reindex(worker)
+
+    def release(self, worker: WorkerState, tid: int, now: float) -> Task | None:
+        task = worker.inflight.pop(tid, None)
+        if task is None:
+            return None
+        task.worker = None
+        if task.slide is not None:
+            worker.inflight_slides[task.slide] -= 1
+            if worker.inflight_slides[task.slide] <= 0:
+                del worker.inflight_slides[task.slide]
+                if task.slide not in worker.reported:
+                    self._reindex(worker)
+        if worker.idle and worker.busy_since is not None:
+            worker.busy_seconds += now - worker.busy_since
+            worker.busy_since = None
+        return task
+
+    def _reindex(self, worker: WorkerState) -> None:
+        new = worker.holds()
+        old = self._held.get(worker.identity, set())
+        for slide in old - new:
+            holders = self._holders.get(slide)
+            if holders is not None:
+                holders.discard(worker.identity)
+                if not holders:
+                    del self._holders[slide]
+        for slide in new - old:
+            self._holders.setdefault(slide, set()).add(worker.identity)
+        self._held[worker.identity] = new

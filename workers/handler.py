@@ -1,0 +1,89 @@
+"""What a worker does with one request: reader cache -> tile cache -> render."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import openslide
+
+from config.settings import Settings
+from readers.openslide_reader import OpenSlideReader
+from readers.paths import list_slides, normalize_slide_path, resolve_slide_path
+from router.errors import BadSlide, TileRouterError
+from router.protocol import TILE_FORMATS, check_request
+from workers.reader_cache import ReaderCache
+from workers.tile_cache import TileCache
+
+log = logging.getLogger(__name__)
+
+
+class RequestHandler:
+    """Owns a worker's caches; ``handle`` returns (client header, payload bytes or None).
+
+    Errors come back as TileRouterError; a read error drops the slide's reader so
+    a poisoned OpenSlide handle is reopened on the next request.
+    """
+
+    def __init__(self, settings: Settings, on_slides_changed: Any = None) -> None:
+        self.settings = settings
+        self._osr_cache = openslide.OpenSlideCache(settings.openslide_cache_bytes)
+        self.readers = ReaderCache(self._open, settings.reader_cache_size, on_slides_changed)
+        self.tiles = TileCache(settings.tile_cache_bytes)
+
+    def _open(self, slide: str) -> OpenSlideReader:
+        path = resolve_slide_path(self.settings.slides, slide)
+        s = self.settings
+        return OpenSlideReader(path, tile_size=s.tile_size, overlap=s.overlap,
+                               limit_bounds=s.limit_bounds, cache=self._osr_cache, name=slide)
+
+    def handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        req = check_request(request, self.settings.max_associated_size)
+        op = req["op"]
+        if op == "list":
+            return {"ok": True, "slides": list_slides(self.settings.slides)}, None
+        slide = normalize_slide_path(req["slide"])
+        try:
+            if op == "tile":
+                return self._tile(slide, req)
+            if op == "info":
+                return {"ok": True, **self.readers.get(slide).describe()}, None
+            return self._associated(slide, req)
+        except BadSlide:
+            self.readers.drop(slide)
+            self.tiles.discard_slide(slide)
+            raise
+
+    def _tile(self, slide: str, req: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        fmt = req.get("format") or self.settings.tile_format
+        quality = self.settings.tile_quality
+        key = (slide, req["level"], req["col"], req["row"], fmt, quality)
+        header = {"ok": True, "mime": TILE_FORMATS[fmt]}
+        data = self.tiles.get(key)
+        if data is None:
+            data = self.readers.get(slide).tile(req["level"], req["col"], req["row"], fmt, quality)
+            self.tiles.put(key, data)
+        else:
+            header["cached"] = True
+        return header, data
+
+    def _associated(self, slide: str, req: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        key = (slide, "associated", req["name"], req["size"])
+        data = self.tiles.get(key)
+        if data is None:
+            data = self.readers.get(slide).associated(req["name"], req["size"])
+            self.tiles.put(key, data)
+        return {"ok": True, "mime": "image/jpeg", "name": req["name"]}, data
+
+    def safe_handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        """``handle`` that turns every failure into an error header (never raises)."""
+        try:
+            return self.handle(request)
+        except TileRouterError as exc:
+            return {"ok": False, "error": exc.to_wire()}, None
+        except Exception as exc:  # a bug must cost one request, not the worker
+            log.exception("unexpected error handling %r", request)
+            return {"ok": False, "error": {"code": "internal", "message": str(exc)}}, None
+
+    def close(self) -> None:
+        self.readers.close()

@@ -1,0 +1,141 @@
+"""Process supervision: start N children, restart any that dies, stop all on signal.
+
+Used by ``tilerouter-workers`` (N workers, N defaults to the CPU count) and by
+``tilerouter serve`` (router + workers + gateway). Children get PR_SET_PDEATHSIG
+so they never outlive a supervisor that was killed outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from config.logs import setup_logging
+from config.settings import Settings, parse_cli
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+MAX_BACKOFF = 10.0
+
+
+def _die_with_parent() -> None:
+    # not Linux (no libc.so.6): children may outlive a SIGKILLed supervisor
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff: float = 0.25
+    restart_at: float = 0.0
+    restarts: int = 0
+    exits: list[int] = field(default_factory=list)
+
+
+def component_argv(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+class Supervisor:
+    def __init__(self, children: Sequence[Child], restart: bool = True) -> None:
+        self.children = list(children)
+        self.restart = restart
+        self.stop_event = threading.Event()
+
+    def start(self) -> None:
+        for child in self.children:
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=_die_with_parent)
+        child.started = time.monotonic()
+        log.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    def poll(self) -> None:
+        """Restart dead children, backing off when one keeps dying right after start."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None:
+                if now >= child.restart_at:
+                    child.restarts += 1
+                    self._spawn(child)
+                continue
+            code = child.proc.poll()
+            if code is None:
+                if now - child.started > 10:
+                    child.backoff = 0.25
+                continue
+            child.exits.append(code)
+            child.proc = None
+            if not self.restart:
+                continue
+            log.warning("%s exited with %s; restarting in %.2fs", child.name, code,
+                        child.backoff)
+            child.restart_at = now + child.backoff
+            child.backoff = min(child.backoff * 2, MAX_BACKOFF)
+
+    def run(self) -> None:
+        self.start()
+        try:
+            while not self.stop_event.wait(0.1):
+                self.poll()
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        procs = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in %.0fs; killing", proc.pid, timeout)
+                proc.kill()
+                proc.wait()
+        restarts = sum(c.restarts for c in self.children)
+        log.info("stopped %d processes (%d restarts)", len(procs), restarts)
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+
+
+def worker_children(settings: Settings) -> list[Child]:
+    env = {**os.environ, **settings.to_env()}
+    return [Child(f"worker-{i}", component_argv("workers.cli"), env)
+            for i in range(settings.worker_count)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, _ = parse_cli("Start N tilerouter workers and keep them running.", argv)
+    setup_logging(settings.log_level, "launcher")
+    supervisor = Supervisor(worker_children(settings))
+    supervisor.install_signal_handlers()
+    log.info("launching %d workers against %s", settings.worker_count, settings.backend)
+    supervisor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""HTTP endpoints: slide list, DeepZoom (DZI + tiles), associated images, stats, health.
+
+Every one goes through the same router and workers as the websocket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import quoteattr
+
+from tornado.web import HTTPError, RequestHandler
+
+from readers.paths import normalize_slide_path
+from router.errors import BadRequest, TileRouterError
+from router.protocol import check_request, payload_bytes
+from wsgateway.relay import Reply
+from wsgateway.wire import http_status
+
+if TYPE_CHECKING:
+    from wsgateway.app import Gateway
+
+DZI_NS = "http://schemas.microsoft.com/deepzoom/2008"
+
+
+class ApiError(HTTPError):
+    def __init__(self, exc: TileRouterError) -> None:
+        super().__init__(http_status(exc.code), reason=None)
+        self.error = exc
+
+
+class RelayHandler(RequestHandler):
+    """Base: relay one request and turn TileRouterErrors into JSON error responses."""
+
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def set_default_headers(self) -> None:
+        self.set_header("Access-Control-Allow-Origin", "*")
+
+    async def relay(self, request: dict[str, Any]) -> Reply:
+        try:
+            request = check_request(request, self.gateway.settings.max_associated_size)
+            if "slide" in request:
+                request["slide"] = normalize_slide_path(request["slide"])
+            reply = await self.gateway.request(request)
+        except TileRouterError as exc:
+            raise ApiError(exc) from None
+        if not reply.header.get("ok"):
+            err = reply.header.get("error") or {}
+            exc = TileRouterError(str(err.get("message", "error")))
+            exc.code = str(err.get("code", "internal"))
+            raise ApiError(exc)
+        return reply
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message = exc.error.code, exc.error.message
+        else:
+            code, message = "http", self._reason
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"ok": False, "error": {"code": code, "message": message}}))
+
+    def write_image(self, reply: Reply) -> None:
+        self.set_header("Content-Type", reply.header.get("mime", "application/octet-stream"))
+        self.set_header("Cache-Control", "public, max-age=3600")
+        self.finish(payload_bytes(reply.payload))
+
+    def write_json(self, obj: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(obj))
+
+
+def _public(header: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in header.items() if k not in ("rid", "ok")}
+
+
+class SlidesHandler(RelayHandler):
+    async def get(self) -> None:
+        reply = await self.relay({"op": "list"})
+        self.write_json({"slides": reply.header.get("slides", [])})
+
+
+class DziHandler(RelayHandler):
+    async def get(self, slide: str) -> None:
+        info = (await self.relay({"op": "info", "slide": slide})).header
+        self.set_header("Content-Type", "application/xml")
+        self.finish(dzi_xml(info, self.gateway.settings.tile_format))
+
+
+def dzi_xml(info: dict[str, Any], fmt: str) -> str:
+    """The same XML as ``DeepZoomGenerator.get_dzi(fmt)``."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Image xmlns={quoteattr(DZI_NS)} Format={quoteattr(fmt)} "
+        f"Overlap=\"{int(info['overlap'])}\" TileSize=\"{int(info['tile_size'])}\">"
+        f"<Size Height=\"{int(info['height'])}\" Width=\"{int(info['width'])}\" /></Image>"
+    )
+
+
+class TileHandler(RelayHandler):
+    async def get(self, slide: str, level: str, col: str, row: str, fmt: str) -> None:
+        request = {"op": "tile", "slide": slide, "level": _num(level), "col": _num(col),
+                   "row": _num(row), "format": "jpeg" if fmt in ("jpg", "jpeg") else fmt}
+        self.write_image(await self.relay(request))
+
+
+class AssociatedHandler(RelayHandler):
+    async def get(self, name: str, slide: str) -> None:
+        size = self.get_query_argument("size", "256")
+        request = {"op": "associated", "slide": slide, "name": name, "size": _num(size)}
+        self.write_image(await self.relay(request))
+
+
+class InfoHandler(RelayHandler):
+    async def get(self, slide: str) -> None:
+        self.write_json(_public((await self.relay({"op": "info", "slide": slide})).header))
+
+
+class StatsHandler(RelayHandler):
+    async def get(self) -> None:
+        try:
+            reply = await self.gateway.request({"op": "stats"})
+        except TileRouterError as exc:
+            raise ApiError(exc) from None
+        stats = _public(reply.header)
+        stats["gateway"] = self.gateway.stats()
+        self.write_json(stats)
+
+
+class HealthHandler(RelayHandler):
+    def get(self) -> None:
+        self.write_json({"ok": True, "router_available": self.gateway.client.available})
+
+
+def _num(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(BadRequest(f"{text[:20]!r} is not an integer")) from None

@@ -1,0 +1,130 @@
+"""``tilerouter serve`` / ``tilerouter demo``: the whole system on this machine.
+
+Starts router + N workers + gateway as supervised child processes (router
+endpoints on private ipc:// paths unless given), prints the viewer URL, and stops
+everything on Ctrl-C/SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+import webbrowser
+from collections.abc import Sequence
+
+from config.logs import setup_logging
+from config.settings import Settings, add_arguments, load_settings
+from router.errors import ConfigError
+from workers.launcher import Child, Supervisor, component_argv, worker_children
+
+log = logging.getLogger(__name__)
+
+DEMO_DIR = "demo-slides"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def system_children(settings: Settings) -> list[Child]:
+    env = {**os.environ, **settings.to_env()}
+    return [Child("router", component_argv("router.cli"), env), *worker_children(settings),
+            Child("gateway", component_argv("wsgateway.cli"), env)]
+
+
+def wait_ready(url: str, timeout: float = 60.0, supervisor: Supervisor | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor is not None and supervisor.stop_event.is_set():
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        if supervisor is not None:
+            supervisor.poll()
+        time.sleep(0.1)
+    return False
+
+
+def serve(settings: Settings, open_browser: bool = False) -> int:
+    rundir = None
+    defaults = Settings()
+    if settings.frontend == defaults.frontend and settings.backend == defaults.backend:
+        rundir = tempfile.mkdtemp(prefix="tilerouter-")
+        settings = settings.replace(frontend=f"ipc://{rundir}/frontend.ipc",
+                                    backend=f"ipc://{rundir}/backend.ipc")
+    if settings.port == 0:
+        settings = settings.replace(port=free_port(settings.host))
+    if not os.path.isdir(settings.slides):
+        log.error("slide directory %r does not exist", settings.slides)
+        return 2
+    supervisor = Supervisor(system_children(settings))
+    supervisor.install_signal_handlers()
+    supervisor.start()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = f"http://{host}:{settings.port}/"
+    try:
+        if wait_ready(url + "healthz", supervisor=supervisor):
+            log.info("tilerouter is serving %s with %d workers", settings.slides,
+                     settings.worker_count)
+            sys.stdout.write(f"\n  tilerouter viewer: {url}\n\n")
+            sys.stdout.flush()
+            if open_browser and (os.environ.get("DISPLAY") or sys.platform == "darwin"):
+                webbrowser.open(url)
+        while not supervisor.stop_event.wait(0.1):
+            supervisor.poll()
+    finally:
+        supervisor.stop()
+        if rundir:
+            shutil.rmtree(rundir, ignore_errors=True)
+    return 0
+
+
+def ensure_demo_slides(directory: str) -> None:
+    from readers.demo_slide import write_demo_slide
+
+    os.makedirs(os.path.join(directory, "more"), exist_ok=True)
+    wanted = [("demo.tiff", 20000, 15000, 0), (os.path.join("more", "small.tiff"), 6000, 4500, 7)]
+    for name, width, height, seed in wanted:
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            log.info("generating demo slide %s (%dx%d)...", path, width, height)
+            write_demo_slide(path, width, height, seed=seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tilerouter", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("serve", "serve a slide directory"),
+                            ("demo", "generate the demo slide if missing, then serve it")):
+        p = sub.add_parser(name, help=help_text)
+        add_arguments(p)
+        p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    ns = parser.parse_args(argv)
+    values = {k: v for k, v in vars(ns).items() if k not in ("command", "no_browser")}
+    if ns.command == "demo" and values.get("slides") is None:
+        values["slides"] = DEMO_DIR
+    try:
+        settings = load_settings(values)
+    except ConfigError as exc:
+        parser.exit(2, f"tilerouter: error: {exc}\n")
+    setup_logging(settings.log_level, "tilerouter")
+    if ns.command == "demo":
+        ensure_demo_slides(settings.slides)
+    return serve(settings, open_browser=ns.command == "demo" and not ns.no_browser)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""``GET /ws``: the public websocket protocol (README), relayed to the router.
+
+Lifecycle: ``open`` -> many concurrent ``on_message`` relays (bounded per
+connection) -> ``on_close`` (pending replies are then discarded safely).
+Each relay holds its in-flight slot until the reply is written, so a slow
+reader gets ``busy`` instead of growing the gateway's buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from readers.paths import normalize_slide_path
+from router.errors import BadRequest, Busy, MessageTooLarge, TileRouterError
+from router.protocol import check_client_id, check_request
+from wsgateway.wire import binary_frame, error_body
+
+if TYPE_CHECKING:
+    from wsgateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class TileSocketHandler(WebSocketHandler):
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.inflight = 0
+        self._relays: set[asyncio.Task[None]] = set()
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.gateway.allowed_origins
+        if allowed and (origin in allowed or "*" in allowed):
+            return True
+        # same origin only: the Origin's host:port must be the Host we were reached on
+        return urlparse(origin).netloc.lower() == self.request.host.lower()
+
+    def open(self) -> None:
+        self.gateway.connections += 1
+        log.debug("websocket open from %s", self.request.remote_ip)
+
+    def on_close(self) -> None:
+        self.gateway.connections -= 1
+        log.debug("websocket closed; %d relays still pending", len(self._relays))
+
+    def on_message(self, message: str | bytes) -> None:
+        rid: Any = None
+        try:
+            if isinstance(message, bytes):
+                raise BadRequest("send requests as text JSON messages")
+            if len(message) > self.gateway.settings.max_message_bytes:
+                raise MessageTooLarge(
+                    f"message over {self.gateway.settings.max_message_bytes} bytes")
+            try:
+                obj = json.loads(message)
+            except ValueError:
+                raise BadRequest("message is not valid JSON") from None
+            if isinstance(obj, dict):
+                rid = check_client_id(obj)
+            request = check_request(obj, self.gateway.settings.max_associated_size)
+            if "slide" in request:
+                request["slide"] = normalize_slide_path(request["slide"])
+            if self.inflight >= self.gateway.settings.max_inflight_per_connection:
+                raise Busy(f"more than {self.gateway.settings.max_inflight_per_connection} "
+                           "requests in flight on this connection")
+        except TileRouterError as exc:
+            self.gateway.counters["rejected"] += 1
+            self._spawn(self._send(error_body(rid, exc.code, exc.message), binary=False))
+            return
+        self.inflight += 1
+        self._spawn(self._relay(rid, request))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
+
+    async def _relay(self, rid: Any, request: dict[str, Any]) -> None:
+        try:
+            try:
+                reply = await self.gateway.request(request)
+            except TileRouterError as exc:
+                await self._send(error_body(rid, exc.code, exc.message), binary=False)
+                return
+            header = dict(reply.header)
+            header.pop("rid", None)
+            header = {"id": rid, **header}
+            if reply.payload is not None:
+                await self._send(binary_frame(header, reply.payload), binary=True)
+            else:
+                await self._send(json.dumps(header), binary=False)
+        finally:
+            self.inflight -= 1
+
+    async def _send(self, message: str | bytes, binary: bool) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            self.gateway.counters["discarded"] += 1
+            return
+        try:
+            await self.write_message(message, binary=binary)
+        except WebSocketClosedError:
+            self.gateway.counters["discarded"] += 1
