@@ -54,6 +54,9 @@ class Settings:
     openslide_cache_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "shared OpenSlide cache per worker"}
     )
+    open_latency: float = field(
+        default=0.0, metadata={"help": "extra seconds per slide open (benchmarks: slow storage)"}
+    )
     # Routing and liveness
     policy: str = field(default="cache-aware", metadata={"help": "routing policy"})
     request_timeout: float = field(default=15.0, metadata={"help": "request deadline (s)"})
@@ -111,6 +114,7 @@ def _validate(s: Settings) -> None:
     need(s.reader_cache_size >= 1, "reader_cache_size", "must be >= 1")
     need(s.tile_cache_bytes >= 0, "tile_cache_bytes", "must be >= 0")
     need(s.openslide_cache_bytes >= 0, "openslide_cache_bytes", "must be >= 0")
+    need(0 <= s.open_latency <= 60, "open_latency", "must be 0..60")
     need(s.policy in POLICIES, "policy", f"must be one of {POLICIES}")
     need(s.request_timeout > 0, "request_timeout", "must be > 0")
     need(s.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")

@@ -16,6 +16,8 @@ from router.errors import BadSlide, OutOfRange, SlideNotFound
 log = logging.getLogger(__name__)
 
 _OPEN_ERRORS = (openslide.OpenSlideError, UnidentifiedImageError, ValueError, OSError)
+# OpenSlide reports damaged tile data as OpenSlideError; Pillow's decoders as OSError
+_READ_ERRORS = (openslide.OpenSlideError, OSError, ValueError)
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
@@ -116,10 +118,9 @@ class OpenSlideReader(SlideReader):
     def tile(self, level: int, col: int, row: int, fmt: str, quality: int) -> bytes:
         self.check_tile(level, col, row)
         try:
-            image = self._dz.get_tile(level, (col, row))
-        except openslide.OpenSlideError as exc:
+            return encode_image(self._dz.get_tile(level, (col, row)), fmt, quality)
+        except _READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {exc}") from None
-        return encode_image(image, fmt, quality)
 
     def associated(self, name: str, size: int) -> bytes:
         try:
@@ -130,9 +131,9 @@ class OpenSlideReader(SlideReader):
                     raise SlideNotFound(f"{self.name!r} has no associated image {name!r}")
                 image = self._slide.associated_images[name]
                 image.thumbnail((size, size))
-        except openslide.OpenSlideError as exc:
+            return encode_image(image, "jpeg", 85)
+        except _READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {exc}") from None
-        return encode_image(image, "jpeg", 85)
 
     def close(self) -> None:
         self._slide.close()

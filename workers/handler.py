@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import openslide
@@ -34,6 +35,8 @@ class RequestHandler:
     def _open(self, slide: str) -> OpenSlideReader:
         path = resolve_slide_path(self.settings.slides, slide)
         s = self.settings
+        if s.open_latency:  # simulates slow storage so benchmarks price opens realistically
+            time.sleep(s.open_latency)
         return OpenSlideReader(path, tile_size=s.tile_size, overlap=s.overlap,
                                limit_bounds=s.limit_bounds, cache=self._osr_cache, name=slide)
 

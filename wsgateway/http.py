@@ -94,10 +94,9 @@ class DziHandler(RelayHandler):
 def dzi_xml(info: dict[str, Any], fmt: str) -> str:
     """The same XML as ``DeepZoomGenerator.get_dzi(fmt)``."""
     return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Image xmlns={quoteattr(DZI_NS)} Format={quoteattr(fmt)} "
-        f"Overlap=\"{int(info['overlap'])}\" TileSize=\"{int(info['tile_size'])}\">"
-        f"<Size Height=\"{int(info['height'])}\" Width=\"{int(info['width'])}\" /></Image>"
+        f"<Image TileSize=\"{int(info['tile_size'])}\" Overlap=\"{int(info['overlap'])}\" "
+        f"Format={quoteattr(fmt)} xmlns={quoteattr(DZI_NS)}>"
+        f"<Size Width=\"{int(info['width'])}\" Height=\"{int(info['height'])}\" /></Image>"
     )
 
 

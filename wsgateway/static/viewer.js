@@ -20,7 +20,7 @@
 
   // ------------------------------------------------------------------ config
   const MAX_INFLIGHT = 48;          // server allows 64 per connection
-  const TILE_TIMEOUT_MS = 15000;    // per tile, measured from send
+  const TILE_TIMEOUT_MS = 16000;    // per tile, measured from send (router deadline is 15 s)
   const RPC_TIMEOUT_MS = 30000;     // info / list / associated
   const BACKOFF_MIN_MS = 250;
   const BACKOFF_MAX_MS = 5000;
@@ -485,7 +485,7 @@
     connEl.dataset.state = state;
     const label = connEl.querySelector(".conn-label");
     if (state === "open") {
-      label.textContent = "Live";
+      label.textContent = "Connected";
       connEl.title = "Connected to the tile server";
     } else {
       label.textContent = client.everOpened ? "Reconnecting…" : "Connecting…";
@@ -558,6 +558,7 @@
     }
     listEl.replaceChildren(frag);
     $("slide-count").textContent = slides.length ? String(slides.length) : "";
+    renderGallery();
     applyFilter();
     markActiveCard();
   }
@@ -572,7 +573,7 @@
     el("div", { class: "card-text" },
       el("div", { class: "card-name" }, s.name || basename(s.path)),
       el("div", { class: "card-meta dims" }, "\u00a0"),
-      el("div", { class: "card-meta sub" }, fmtBytes(s.size))));
+      el("div", { class: "card-meta sub" }, fmtBytes(s.size) || "\u00a0")));
     card.addEventListener("click", (ev) => {
       if (ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.button !== 0) return;  // let "open in new tab" work
       ev.preventDefault();
@@ -606,7 +607,9 @@
     });
     getInfo(path, PRIO_BACKGROUND).then((info) => {
       const dims = card.querySelector(".dims");
-      dims.textContent = fmtInt(info.width) + " × " + fmtInt(info.height) + " px";
+      const entry = slides.find((s) => s.path === path);
+      dims.textContent = fmtInt(info.width) + " × " + fmtInt(info.height) + " px" +
+        (entry && entry.size ? " · " + fmtBytes(entry.size) : "");
       const sub = card.querySelector(".sub");
       const bits = [];
       const v = vendorLabel(info.vendor);
@@ -614,9 +617,8 @@
       const mpp = fmtMpp(info.mpp_x);
       if (mpp) bits.push(mpp);
       if (info.objective_power) bits.push(info.objective_power + "×");
-      const size = slides.find((s) => s.path === path);
-      if (size && size.size) bits.push(fmtBytes(size.size));
-      sub.textContent = bits.join(" · ");
+      sub.textContent = bits.join(" · ") || "Unknown format";
+      sub.title = sub.textContent;
       card.dataset.search += " " + (info.vendor || "").toLowerCase();
       applyFilterToCard(card, filterEl.value.trim().toLowerCase());
     }).catch((err) => {
@@ -630,8 +632,66 @@
     card.hidden = !!q && !q.split(/\s+/).every((w) => card.dataset.search.includes(w));
   }
 
+  // Larger cards shown in the viewer area while no slide is open.
+  const GALLERY_MAX = 200;
+  const galleryEl = $("gallery");
+  const galleryObserver = "IntersectionObserver" in window
+    ? new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        if (!e.isIntersecting) continue;
+        galleryObserver.unobserve(e.target);
+        loadGalleryCard(e.target);
+      }
+    }, { root: $("empty-state"), rootMargin: "300px 0px" })
+    : null;
+
+  function renderGallery() {
+    if (galleryObserver) galleryObserver.disconnect();
+    const items = slides.slice(0, GALLERY_MAX).map((s) => {
+      const folder = dirname(s.path);
+      const card = el("a", {
+        class: "g-card", href: "#slide=" + encodeURIComponent(s.path), title: s.path,
+        dataset: { path: s.path, search: (s.path + " " + (s.name || "")).toLowerCase() },
+      },
+      el("div", { class: "g-thumb loading" }),
+      el("div", { class: "g-text" },
+        el("div", { class: "g-name" }, s.name || basename(s.path)),
+        el("div", { class: "g-meta" }, folder ? folder + "/" : "\u00a0"),
+        el("div", { class: "g-meta dims" }, "\u00a0")));
+      card.addEventListener("click", (ev) => {
+        if (ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.button !== 0) return;
+        ev.preventDefault();
+        navigateToSlide(s.path);
+      });
+      if (galleryObserver) galleryObserver.observe(card);
+      else loadGalleryCard(card);
+      return card;
+    });
+    galleryEl.replaceChildren(...items);
+    $("home-sub").textContent = slides.length
+      ? slides.length + (slides.length === 1 ? " slide" : " slides") + " available. Choose one below or from the library; press / to filter."
+      : "No slides were found in the slide root.";
+  }
+
+  function loadGalleryCard(card) {
+    const path = card.dataset.path;
+    const thumbEl = card.querySelector(".g-thumb");
+    getThumb(path).then((url) => {
+      thumbEl.classList.remove("loading");
+      thumbEl.replaceChildren(url ? el("img", { src: url, alt: "", decoding: "async" }) : icon("i-slide"));
+    });
+    getInfo(path, PRIO_BACKGROUND).then((info) => {
+      const bits = [fmtInt(info.width) + " × " + fmtInt(info.height)];
+      const mpp = fmtMpp(info.mpp_x);
+      if (mpp) bits.push(mpp);
+      card.querySelector(".dims").textContent = bits.join(" · ");
+      card.dataset.search += " " + (info.vendor || "").toLowerCase();
+    }).catch(() => { card.querySelector(".dims").textContent = "Unreadable"; });
+  }
+
   function applyFilter() {
     const q = filterEl.value.trim().toLowerCase();
+    for (const card of galleryEl.children) applyFilterToCard(card, q);
     let shown = 0;
     for (const group of listEl.querySelectorAll(".slide-group")) {
       let n = 0;
@@ -1123,9 +1183,9 @@
   scrim.addEventListener("click", () => { setPanel("library", false); setPanel("info", false); });
   function initPanels() {
     if (narrow.matches) {
-      const hasSlide = !!parseHash().slide;
+      // Small screens: panels are drawers; the home gallery / viewer gets the space.
       setPanel("info", false);
-      setPanel("library", !hasSlide);
+      setPanel("library", false);
     } else {
       setPanel("library", true);
       setPanel("info", true);
@@ -1156,6 +1216,7 @@
     $("info-empty").hidden = true;
     $("info-name").textContent = basename(path);
     $("info-path").textContent = path;
+    $("info-path").hidden = path === basename(path);
 
     const rows = [];
     const add = (k, v) => { if (v !== null && v !== undefined && v !== "") rows.push(el("dt", null, k), el("dd", null, v)); };
@@ -1170,10 +1231,13 @@
     } else {
       add("Resolution", "Not calibrated");
     }
-    add("Objective", info.objective_power ? info.objective_power + "×" : "–");
-    if (Array.isArray(info.level_dimensions)) {
-      add("Pyramid levels", info.level_dimensions.length + " (" +
-        info.level_dimensions.map((d) => fmtInt(d[0])).join(" · ") + " px wide)");
+    if (info.objective_power) add("Objective", info.objective_power + "×");
+    if (Array.isArray(info.level_dimensions) && info.level_dimensions.length) {
+      const ld = info.level_dimensions;
+      const down = ld[ld.length - 1][0] ? Math.round(ld[0][0] / ld[ld.length - 1][0]) : 1;
+      rows.push(el("dt", null, "Pyramid"), el("dd", {
+        title: ld.map((d, i) => "level " + i + ": " + fmtInt(d[0]) + " × " + fmtInt(d[1])).join("\n"),
+      }, ld.length + (ld.length === 1 ? " level" : " levels") + (ld.length > 1 ? " (1× – " + down + "×)" : "")));
     }
     add("Tiles", (info.tile_size || "?") + " px, overlap " + (info.overlap || 0) + ", " + (info.format || "jpeg").toUpperCase());
     const entry = slides.find((s) => s.path === path);
@@ -1315,7 +1379,7 @@
       const c = w.tile_cache || {};
       const total = (c.hits || 0) + (c.misses || 0);
       return el("tr", { title: (w.host ? w.host + " · " : "") + "pid " + (w.pid ?? "?") + (w.open_slides && w.open_slides.length ? "\nopen: " + w.open_slides.join(", ") : "") },
-        el("td", null, String(w.id ?? "?")),
+        el("td", { class: "wid" }, String(w.id ?? "?")),
         el("td", { class: "state-" + String(w.state || "").toLowerCase() }, w.state || "–"),
         el("td", null, fmtInt(w.inflight || 0)),
         el("td", null, fmtInt(w.served || 0)),

@@ -1,0 +1,42 @@
+"""Shared fixtures: generated slides and a running system (real processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import System, make_slides
+
+
+@pytest.fixture(scope="session")
+def slide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("slides") / "root"
+    make_slides(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def system(slide_root: Path) -> Iterator[System]:
+    sysm = System(slide_root, workers=2)
+    try:
+        sysm.start()
+        yield sysm
+    finally:
+        sysm.stop()
+
+
+@pytest.fixture
+def fresh_system(slide_root: Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    """A system of its own for tests that kill or restart components."""
+    overrides = getattr(request, "param", {})
+    sysm = System(slide_root, **{"workers": 2, **overrides})
+    try:
+        sysm.start()
+        yield sysm
+    except Exception:
+        print(sysm.logs()[-5000:])
+        raise
+    finally:
+        sysm.stop()

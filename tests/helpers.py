@@ -1,0 +1,181 @@
+"""Test harness: real router, worker and gateway processes on ipc paths and free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import websocket
+
+from config.settings import Settings
+from readers.demo_slide import write_demo_slide
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy (returned) or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the thing polled may not be up yet
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def make_slides(root: Path) -> dict[str, Path]:
+    """A small slide tree with every kind of bad file the tests need."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sub").mkdir(exist_ok=True)
+    a = Path(write_demo_slide(root / "a.tiff", 3000, 2200, seed=1))
+    b = Path(write_demo_slide(root / "sub" / "b.tiff", 2000, 1500, seed=2))
+    c = Path(write_demo_slide(root / "c.tiff", 1200, 900, seed=3))
+    (root / "notaslide.tiff").write_text("this is not a TIFF file\n")
+    (root / "truncated.tiff").write_bytes(a.read_bytes()[:4000])
+    outside = root.parent / "outside-secret.tiff"
+    shutil.copy(c, outside)
+    os.symlink(outside, root / "escape.tiff")
+    return {"a": a, "b": b, "c": c}
+
+
+class System:
+    """Router + launcher(workers) + gateway as separate real processes."""
+
+    def __init__(self, slides: Path, workers: int = 2, **overrides: Any) -> None:
+        self.rundir = Path(tempfile.mkdtemp(prefix="trt-", dir="/tmp"))
+        defaults: dict[str, Any] = dict(
+            slides=str(slides), workers=workers, port=free_port(), stats_port=free_port(),
+            frontend=f"ipc://{self.rundir}/frontend.ipc",
+            backend=f"ipc://{self.rundir}/backend.ipc",
+            heartbeat_interval=0.2, heartbeat_liveness=5, request_timeout=10.0,
+            log_level="INFO",
+        )
+        defaults.update(overrides)
+        self.settings = Settings(**defaults)
+        self.env = {**os.environ, **self.settings.to_env()}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.port = self.settings.port
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    # --- processes ------------------------------------------------------------------------
+
+    def spawn(self, name: str, module: str) -> subprocess.Popen[bytes]:
+        log = open(self.rundir / f"{name}.log", "ab")  # noqa: SIM115 (kept for the process)
+        proc = subprocess.Popen([sys.executable, "-m", module], env=self.env, cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> System:
+        self.spawn("router", "router.cli")
+        self.spawn("workers", "workers.launcher")
+        self.spawn("gateway", "wsgateway.cli")
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, workers: int | None = None) -> None:
+        n = self.settings.worker_count if workers is None else workers
+        wait_for(lambda: len(self.stats()["workers"]) == n, 30, what=f"{n} workers registered")
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{name} did not exit within {timeout}s of signal {sig}")
+
+    def stop(self) -> None:
+        errors = []
+        for name in ("gateway", "workers", "router"):
+            if name in self.procs:
+                try:
+                    self.stop_process(name)
+                except AssertionError as exc:
+                    errors.append(str(exc))
+        for proc in self.procs.values():
+            proc.kill()
+        shutil.rmtree(self.rundir, ignore_errors=True)
+        assert not errors, errors
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.rundir.glob("*.log"))
+
+    # --- clients --------------------------------------------------------------------------
+
+    def get(self, path: str, timeout: float = 15) -> tuple[int, dict[str, str], bytes]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=timeout) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def stats(self) -> dict[str, Any]:
+        status, _, body = self.get("/stats", timeout=5)
+        assert status == 200, body
+        return json.loads(body)
+
+    def ws(self, origin: str | None = None) -> WSClient:
+        return WSClient(f"ws://127.0.0.1:{self.port}/ws",
+                        origin or f"http://127.0.0.1:{self.port}")
+
+
+class WSClient:
+    """Synchronous websocket client speaking the public protocol (README)."""
+
+    def __init__(self, url: str, origin: str, timeout: float = 15) -> None:
+        self.sock = websocket.create_connection(url, timeout=timeout, origin=origin)
+        self._next = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, obj: Any) -> None:
+        self.sock.send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    def recv(self) -> tuple[dict[str, Any], bytes | None]:
+        opcode, data = self.sock.recv_data()
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            (n,) = struct.unpack(">I", data[:4])
+            return json.loads(data[4:4 + n]), data[4 + n:]
+        return json.loads(data), None
+
+    def request(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        self._next += 1
+        obj = {"id": self._next, **obj}
+        self.send(obj)
+        header, payload = self.recv()
+        assert header.get("id") == obj["id"], (header, obj)
+        return header, payload
+
+    def tile(self, slide: str, level: int, col: int, row: int, fmt: str = "jpeg"
+             ) -> tuple[dict[str, Any], bytes | None]:
+        return self.request({"op": "tile", "slide": slide, "level": level, "col": col,
+                             "row": row, "format": fmt})

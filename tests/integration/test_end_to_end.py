@@ -1,0 +1,232 @@
+"""The whole system over real websockets and HTTP: right bytes, right worker, clear errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pytest
+import websocket
+from openslide.deepzoom import DeepZoomGenerator
+from PIL import Image
+
+from tests.helpers import System
+
+
+def _expected(path: Path, level: int, col: int, row: int) -> Image.Image:
+    dz = DeepZoomGenerator(openslide.OpenSlide(str(path)), 254, 1, True)
+    return dz.get_tile(level, (col, row))
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "jpeg", quality=75)
+    return buf.getvalue()
+
+
+TILES = [(12, 0, 0), (12, 11, 8), (9, 1, 1), (8, 0, 0), (0, 0, 0)]
+
+
+@pytest.mark.parametrize("level,col,row", TILES)
+def test_websocket_tile_bytes_equal_deepzoom(system: System, slide_root: Path,
+                                            level: int, col: int, row: int) -> None:
+    """JPEG bytes equal Pillow's encoding of DeepZoomGenerator.get_tile; PNG pixels equal."""
+    ws = system.ws()
+    try:
+        header, data = ws.tile("a.tiff", level, col, row)
+        assert header["ok"] is True and header["mime"] == "image/jpeg"
+        expected = _expected(slide_root / "a.tiff", level, col, row)
+        assert data == _jpeg(expected)
+        header, data = ws.tile("a.tiff", level, col, row, fmt="png")
+        assert header["mime"] == "image/png"
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(expected))
+    finally:
+        ws.close()
+
+
+def test_http_deepzoom_matches_generator(system: System, slide_root: Path) -> None:
+    dz = DeepZoomGenerator(openslide.OpenSlide(str(slide_root / "sub" / "b.tiff")), 254, 1, True)
+    status, headers, body = system.get("/dz/sub/b.tiff.dzi")
+    assert status == 200 and body.decode() == dz.get_dzi("jpeg")
+    level = dz.level_count - 1
+    status, headers, body = system.get(f"/dz/sub/b.tiff_files/{level}/2_3.jpeg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert body == _jpeg(dz.get_tile(level, (2, 3)))
+
+
+def test_slide_list_and_info(system: System) -> None:
+    status, _, body = system.get("/slides")
+    paths = [s["path"] for s in json.loads(body)["slides"]]
+    assert status == 200
+    assert {"a.tiff", "c.tiff", "sub/b.tiff"} <= set(paths)
+    assert "escape.tiff" not in paths  # symlink out of the root is not listed
+    ws = system.ws()
+    try:
+        header, _ = ws.request({"op": "list"})
+        assert [s["path"] for s in header["slides"]] == paths
+        info, payload = ws.request({"op": "info", "slide": "a.tiff"})
+        assert payload is None
+        assert (info["width"], info["height"]) == (3000, 2200)
+        assert info["tile_size"] == 254 and info["overlap"] == 1 and info["dz_levels"] == 13
+        assert info["mpp_x"] == pytest.approx(0.25)
+    finally:
+        ws.close()
+
+
+def test_many_in_flight_on_one_connection(system: System) -> None:
+    """50 requests sent before reading any reply: every id answered exactly once."""
+    ws = system.ws()
+    try:
+        ids = list(range(100, 150))
+        for i in ids:
+            ws.send({"id": i, "op": "tile", "slide": "c.tiff", "level": 10 + i % 2,
+                     "col": i % 3, "row": i % 2})
+        seen = []
+        for _ in ids:
+            header, data = ws.recv()
+            assert header["ok"] is True, header
+            assert data[:2] == b"\xff\xd8"
+            seen.append(header["id"])
+        assert sorted(seen) == ids
+    finally:
+        ws.close()
+
+
+def test_requests_for_one_slide_stay_on_one_worker(system: System) -> None:
+    """Sequential requests for a slide: one open (one miss), every later request a hit."""
+    before = system.stats()["routing"]
+    ws = system.ws()
+    try:
+        for i in range(20):
+            header, _ = ws.tile("sub/b.tiff", 11, i % 4, i % 3)
+            assert header["ok"] is True
+    finally:
+        ws.close()
+    stats = system.stats()
+    after = stats["routing"]
+    assert after["affinity_misses"] - before["affinity_misses"] <= 1
+    assert after["affinity_hits"] - before["affinity_hits"] >= 19
+    holders = [w for w in stats["workers"] if "sub/b.tiff" in w["open_slides"]]
+    assert len(holders) == 1
+
+
+BAD_REQUESTS = [
+    ("{not json", "bad_request"),
+    (json.dumps([1, 2]), "bad_request"),
+    (json.dumps({"id": 1, "op": "explode"}), "unknown_op"),
+    (json.dumps({"id": 1}), "bad_request"),
+    (json.dumps({"id": 1, "op": "tile", "slide": "a.tiff", "level": "1", "col": 0, "row": 0}),
+     "bad_request"),
+    (json.dumps({"id": 1, "op": "tile", "slide": 5, "level": 1, "col": 0, "row": 0}),
+     "bad_request"),
+    (json.dumps({"id": 1, "op": "tile", "slide": "a.tiff", "level": 1, "col": -1, "row": 0}),
+     "out_of_range"),
+    (json.dumps({"id": 1, "op": "tile", "slide": "a.tiff", "level": 1, "col": 0, "row": 0,
+                 "format": "gif"}), "bad_request"),
+    (json.dumps({"id": 1, "op": "info", "slide": "../outside-secret.tiff"}), "forbidden"),
+    (json.dumps({"id": 1, "op": "info", "slide": "/etc/passwd"}), "forbidden"),
+    (json.dumps({"id": 1, "op": "info", "slide": "escape.tiff"}), "forbidden"),
+    (json.dumps({"id": 1, "op": "info", "slide": "missing.tiff"}), "not_found"),
+    (json.dumps({"id": 1, "op": "info", "slide": "notaslide.tiff"}), "bad_slide"),
+    (json.dumps({"id": 1, "op": "tile", "slide": "truncated.tiff", "level": 12, "col": 5,
+                 "row": 5}), "bad_slide"),
+    (json.dumps({"id": 1, "op": "tile", "slide": "a.tiff", "level": 13, "col": 0, "row": 0}),
+     "out_of_range"),
+    (json.dumps({"id": 1, "op": "tile", "slide": "a.tiff", "level": 12, "col": 12, "row": 0}),
+     "out_of_range"),
+    (json.dumps({"id": 1, "op": "info", "slide": "a.tiff", "pad": "x" * 5000}), "too_large"),
+]
+
+
+@pytest.mark.parametrize("message,code", BAD_REQUESTS)
+def test_bad_input_gets_a_clear_error_and_the_connection_lives(
+        system: System, message: str, code: str) -> None:
+    ws = system.ws()
+    try:
+        ws.send(message)
+        header, payload = ws.recv()
+        assert payload is None
+        assert header["ok"] is False and header["error"]["code"] == code, header
+        assert header["error"]["message"]
+        ok, _ = ws.tile("c.tiff", 9, 0, 0)  # same connection still served
+        assert ok["ok"] is True
+    finally:
+        ws.close()
+
+
+def test_binary_message_is_rejected(system: System) -> None:
+    ws = system.ws()
+    try:
+        ws.sock.send_binary(b"\x00\x01")
+        header, _ = ws.recv()
+        assert header["error"]["code"] == "bad_request"
+    finally:
+        ws.close()
+
+
+def test_flood_is_bounded_and_every_request_answered(system: System) -> None:
+    """300 requests at once: over the per-connection bound answers busy; none is lost."""
+    ws = system.ws()
+    other = system.ws()
+    try:
+        n = 300
+        for i in range(n):
+            ws.send({"id": i, "op": "tile", "slide": "a.tiff", "level": 11,
+                     "col": i % 6, "row": i % 5})
+        codes: dict[str, int] = {}
+        seen = set()
+        for _ in range(n):
+            header, _ = ws.recv()
+            seen.add(header["id"])
+            code = "ok" if header["ok"] else header["error"]["code"]
+            codes[code] = codes.get(code, 0) + 1
+        assert seen == set(range(n))
+        assert codes.get("busy", 0) > 0 and codes.get("ok", 0) >= 64, codes
+        assert set(codes) <= {"ok", "busy"}, codes
+        header, _ = other.tile("c.tiff", 9, 0, 0)  # another client kept being served
+        assert header["ok"] is True
+    finally:
+        ws.close()
+        other.close()
+
+
+@pytest.mark.parametrize("path,status", [
+    ("/dz/missing.tiff.dzi", 404),
+    ("/dz/notaslide.tiff.dzi", 422),
+    ("/dz/escape.tiff.dzi", 403),
+    ("/dz/a.tiff_files/99/0_0.jpeg", 404),
+    ("/dz/a.tiff_files/12/0_0.gif", 404),
+])
+def test_http_errors_have_status_and_json(system: System, path: str, status: int) -> None:
+    got, headers, body = system.get(path)
+    assert got == status, body
+    if "gif" not in path:
+        assert json.loads(body)["ok"] is False
+
+
+def test_cross_origin_websocket_is_refused(system: System) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as err:
+        system.ws(origin="http://evil.example")
+    assert err.value.status_code == 403
+
+
+def test_stats_on_gateway_and_router_port(system: System) -> None:
+    stats = system.stats()
+    assert len(stats["workers"]) == 2
+    worker = stats["workers"][0]
+    for key in ("id", "pid", "host", "state", "inflight", "served", "open_slides", "tile_cache"):
+        assert key in worker
+    for key in ("requests", "replies", "errors", "timeouts", "waiting", "affinity_hits",
+                "affinity_misses"):
+        assert key in stats["routing"]
+    import urllib.request
+
+    def router_stats() -> dict:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{system.settings.stats_port}/stats", timeout=5) as resp:
+            return json.loads(resp.read())
+    direct = router_stats()
+    assert len(direct["workers"]) == 2 and "routing" in direct
