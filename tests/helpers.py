@@ -110,7 +110,7 @@ class System:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"{name} did not exit within {timeout}s of signal {sig}")
+            raise AssertionError(f"{name} did not exit within {timeout}s of signal {sig}") from None
 
     def stop(self) -> None:
         errors = []

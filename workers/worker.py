@@ -1,9 +1,14 @@
-"""Worker process loop: a DEALER to the router, heartbeats, reconnect with backoff.
+"""Worker process: a DEALER to the router, heartbeats, reconnect with backoff.
 
-Paranoid-Pirate style: the worker registers with its open slides, answers requests
-one at a time, heartbeats while idle, and if the router goes silent for
-``liveness x interval`` it reconnects (backoff doubling to 32x) and registers
-again with its current open readers, so a restarted router rebuilds its map.
+Paranoid-Pirate style: the worker registers with its open slides, heartbeats,
+and if the router goes silent for ``liveness x interval`` it reconnects (backoff
+doubling up to 32 intervals) and registers again with its current open readers,
+so a restarted router rebuilds its map without anything being reopened.
+
+Rendering runs on one render thread so that a slow open or a large render never
+silences the heartbeats (the router would otherwise declare a busy worker dead).
+The main thread owns the socket; the render thread owns the caches. Results come
+back through a queue, with a one-byte inproc wake-up so the poll loop reacts at once.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -27,10 +33,11 @@ from workers.handler import RequestHandler
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_FACTOR = 32
+_STOP = None
 
 
 class Worker:
-    """One single-threaded worker; ``run`` returns when ``stop`` is set."""
+    """One worker; ``run`` returns when ``stop`` is set."""
 
     def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
         self.settings = settings
@@ -40,10 +47,18 @@ class Worker:
         self.stop = threading.Event()
         self.served = 0
         self.errors = 0
+        self._slides: tuple[str, ...] = ()  # published by the render thread
         self._sock: zmq.Socket | None = None
         self._router_expiry = 0.0
         self._next_heartbeat = 0.0
         self._backoff = settings.heartbeat_interval
+        self._requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._results: queue.Queue[tuple[dict[str, Any], bytes | None]] = queue.Queue()
+        wake = f"inproc://wake-{uuid.uuid4().hex}"
+        self._wake_rx = self.context.socket(zmq.PULL)
+        self._wake_rx.bind(wake)
+        self._wake_tx = self.context.socket(zmq.PUSH)
+        self._wake_tx.connect(wake)
 
     # --- state reported to the router ---------------------------------------------------
 
@@ -52,10 +67,14 @@ class Worker:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "capacity": self.settings.worker_capacity,
-            "slides": self.handler.readers.slides(),
-            "served": self.served,
-            "cache": {"hits": self.handler.tiles.hits, "misses": self.handler.tiles.misses},
+            **self._progress(),
         }
+
+    def _progress(self) -> dict[str, Any]:
+        tiles = self.handler.tiles
+        return {"slides": list(self._slides), "served": self.served,
+                "opens": self.handler.readers.opens,
+                "cache": {"hits": tiles.hits, "misses": tiles.misses}}
 
     # --- socket lifecycle -----------------------------------------------------------------
 
@@ -75,30 +94,43 @@ class Worker:
             self._sock = None
 
     def _send(self, command: bytes, header: dict[str, Any], payload: bytes | None = None) -> None:
-        assert self._sock is not None
+        if self._sock is None:
+            return
         self._sock.send_multipart(protocol.encode(command, header, payload), copy=False)
         self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
 
     # --- main loop ------------------------------------------------------------------------
 
     def run(self) -> None:
+        renderer = threading.Thread(target=self._render_loop, name="render", daemon=True)
+        renderer.start()
         self._connect()
-        interval_ms = max(1, int(self.settings.heartbeat_interval * 1000))
+        poll_ms = max(1, min(int(self.settings.heartbeat_interval * 1000), 250))
         try:
             while not self.stop.is_set():
-                assert self._sock is not None
-                if self._sock.poll(min(interval_ms, 250), zmq.POLLIN):
-                    self._on_message(self._sock.recv_multipart(copy=False))
+                poller = zmq.Poller()
+                poller.register(self._wake_rx, zmq.POLLIN)
+                if self._sock is not None:
+                    poller.register(self._sock, zmq.POLLIN)
+                events = dict(poller.poll(poll_ms))
+                if self._wake_rx in events:
+                    self._send_results()
+                if self._sock is not None and self._sock in events:
+                    self._drain_router()
                 now = time.monotonic()
                 if now >= self._router_expiry:
                     self._reconnect()
                 elif now >= self._next_heartbeat:
                     self._send(protocol.HEARTBEAT, self.state())
         finally:
-            if self._sock is not None:
-                with contextlib.suppress(zmq.ZMQError):
-                    self._send(protocol.DISCONNECT, {})
+            self._requests.put(_STOP)
+            renderer.join(timeout=10)
+            self._send_results()
+            with contextlib.suppress(zmq.ZMQError):
+                self._send(protocol.DISCONNECT, {})
             self._disconnect()
+            self._wake_rx.close(linger=0)
+            self._wake_tx.close(linger=0)
             self.handler.close()
             log.info("worker %s stopped: served=%d errors=%d opens=%d",
                      self.identity.decode(), self.served, self.errors,
@@ -113,6 +145,14 @@ class Worker:
                             self.settings.heartbeat_interval * MAX_BACKOFF_FACTOR)
         self._connect()
 
+    def _drain_router(self) -> None:
+        while self._sock is not None:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._on_message(frames)
+
     def _on_message(self, frames: list[zmq.Frame]) -> None:
         try:
             msg = protocol.parse(frames)
@@ -122,23 +162,36 @@ class Worker:
         self._router_expiry = time.monotonic() + self.settings.heartbeat_expiry
         self._backoff = self.settings.heartbeat_interval
         if msg.command == protocol.REQUEST:
-            self._serve(msg.header)
+            self._requests.put(msg.header)
         elif msg.command == protocol.DISCONNECT:
             log.info("router asked us to reconnect")
             self._disconnect()
             self._connect()
 
-    def _serve(self, header: dict[str, Any]) -> None:
-        tid = header.get("tid")
-        reply, payload = self.handler.safe_handle(header)
-        self.served += 1
-        if not reply.get("ok"):
-            self.errors += 1
-        state = {
-            "tid": tid,
-            "r": reply,
-            "slides": self.handler.readers.slides(),
-            "served": self.served,
-            "cache": {"hits": self.handler.tiles.hits, "misses": self.handler.tiles.misses},
-        }
-        self._send(protocol.REPLY, state, payload)
+    def _send_results(self) -> None:
+        while True:
+            try:
+                self._wake_rx.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        while True:
+            try:
+                tid, reply, payload = self._results.get_nowait()
+            except queue.Empty:
+                return
+            self._send(protocol.REPLY, {"tid": tid, "r": reply, **self._progress()}, payload)
+
+    # --- render thread --------------------------------------------------------------------
+
+    def _render_loop(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is _STOP:
+                return
+            reply, payload = self.handler.safe_handle(request)
+            self.served += 1
+            if not reply.get("ok"):
+                self.errors += 1
+            self._slides = tuple(self.handler.readers.slides())
+            self._results.put((request.get("tid"), reply, payload))
+            self._wake_tx.send(b"")

@@ -1,0 +1,193 @@
+"""Faults caused for real: kill -9 and SIGSTOP workers, kill and restart the router,
+SIGINT the whole system. Every request gets a reply; nothing hangs or is orphaned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, System, WSClient, free_port, wait_for
+
+
+def _busy_worker_pid(system: System) -> int:
+    def find() -> int | None:
+        for w in system.stats()["workers"]:
+            if w["inflight"] > 0:
+                return w["pid"]
+        return None
+    return wait_for(find, 10, 0.02, "a worker with a request in flight")
+
+
+def _pids(system: System) -> set[int]:
+    return {w["pid"] for w in system.stats()["workers"]}
+
+
+@pytest.mark.parametrize("fresh_system", [{"open_latency": 1.5}], indirect=True)
+def test_worker_killed_mid_request_is_retried_and_replaced(fresh_system: System) -> None:
+    system = fresh_system
+    before = _pids(system)
+    ws = system.ws()
+    try:
+        ws.send({"id": "slow", "op": "info", "slide": "c.tiff"})  # opening takes 1.5 s
+        victim = _busy_worker_pid(system)
+        os.kill(victim, signal.SIGKILL)
+        header, _ = ws.recv()
+        assert header["id"] == "slow" and header["ok"] is True, header
+    finally:
+        ws.close()
+    routing = system.stats()["routing"]
+    assert routing["retries"] >= 1 and routing["worker_deaths"] >= 1
+    # the launcher starts a replacement that registers with the router
+    wait_for(lambda: len(_pids(system) - before) == 1 and len(_pids(system)) == 2, 20,
+             what="replacement worker")
+    assert victim not in _pids(system)
+
+
+def test_streaming_clients_survive_repeated_worker_kills(fresh_system: System) -> None:
+    """Two clients stream 150 requests each while workers are SIGKILLed twice:
+    every request gets exactly one reply (a tile or a clear error); none is lost."""
+    system = fresh_system
+    results: dict[str, dict] = {}
+
+    def stream(name: str, slide: str) -> None:
+        ws = system.ws()
+        got: dict = {"ok": 0, "errors": {}, "ids": set()}
+        try:
+            for i in range(150):
+                level = 8 + i % 4
+                ws.send({"id": i, "op": "tile", "slide": slide, "level": level,
+                         "col": i % 2, "row": (i // 2) % 2})
+                header, _ = ws.recv()
+                got["ids"].add(header["id"])
+                if header["ok"]:
+                    got["ok"] += 1
+                else:
+                    code = header["error"]["code"]
+                    got["errors"][code] = got["errors"].get(code, 0) + 1
+        finally:
+            ws.close()
+            results[name] = got
+
+    threads = [threading.Thread(target=stream, args=(n, s))
+               for n, s in (("one", "a.tiff"), ("two", "sub/b.tiff"))]
+    for t in threads:
+        t.start()
+    for _ in range(2):
+        victim = sorted(_pids(system))[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda v=victim: v not in _pids(system) and len(_pids(system)) == 2, 20,
+                 what="worker replaced")
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive(), "a client hung"
+    for name, got in results.items():
+        assert got["ids"] == set(range(150)), name
+        assert set(got["errors"]) <= {"worker_lost", "timeout"}, got["errors"]
+        assert got["ok"] >= 140, got
+
+
+def test_router_restart_rebuilds_cache_map_and_clients_recover(fresh_system: System) -> None:
+    system = fresh_system
+    ws = system.ws()
+    try:
+        assert ws.tile("a.tiff", 10, 0, 0)[0]["ok"]
+        assert ws.tile("sub/b.tiff", 9, 0, 0)[0]["ok"]
+        opened = {s for w in system.stats()["workers"] for s in w["open_slides"]}
+        assert opened == {"a.tiff", "sub/b.tiff"}
+        system.stop_process("router", signal.SIGKILL)
+
+        def unavailable() -> bool:
+            header, _ = ws.tile("a.tiff", 10, 0, 1)
+            return not header["ok"] and header["error"]["code"] == "unavailable"
+        wait_for(unavailable, 15, 0.1, "gateway to report the router unavailable")
+
+        system.spawn("router", "router.cli")
+        # workers re-register with their open readers: the map is back before any request
+        wait_for(lambda: {s for w in system.stats()["workers"] for s in w["open_slides"]}
+                 == opened and len(system.stats()["workers"]) == 2, 20,
+                 what="cache map rebuilt from re-registered workers")
+        assert system.stats()["routing"]["requests"] == 0  # nothing was re-opened by traffic
+        wait_for(lambda: ws.tile("a.tiff", 10, 0, 0)[0]["ok"], 15, 0.1, "tiles again")
+        assert system.stats()["routing"]["affinity_misses"] == 0
+    finally:
+        ws.close()
+
+
+def test_stopped_worker_is_detected_and_bypassed(fresh_system: System) -> None:
+    """SIGSTOP (hung, not dead): heartbeats expire, its slide moves to the live worker."""
+    system = fresh_system
+    ws = system.ws()
+    stopped = None
+    try:
+        assert ws.tile("c.tiff", 9, 0, 0)[0]["ok"]
+        holder = next(w for w in system.stats()["workers"] if "c.tiff" in w["open_slides"])
+        stopped = holder["pid"]
+        os.kill(stopped, signal.SIGSTOP)
+        header, _ = ws.tile("c.tiff", 10, 1, 1)
+        assert header["ok"] is True, header
+        live = [w for w in system.stats()["workers"] if w["pid"] != stopped]
+        assert any("c.tiff" in w["open_slides"] for w in live)
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        ws.close()
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_serve_starts_everything_and_sigint_leaves_no_process(slide_root: Path,
+                                                              tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
+         "--port", str(port), "--stats-port", "0", "--workers", "2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                                timeout=2).status == 200, 30,
+                 what="serve ready")
+        ws = WSClient(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}")
+        try:
+            assert ws.tile("a.tiff", 10, 0, 0)[0]["ok"]
+        finally:
+            ws.close()
+        children = _children(proc.pid)
+        assert len(children) == 4  # router, two workers, gateway
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert time.monotonic() - start < 20
+        wait_for(lambda: not any(_alive(p) for p in children), 5, what="children gone")
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert f"http://127.0.0.1:{port}/" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
