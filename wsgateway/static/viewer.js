@@ -1365,8 +1365,8 @@
   function renderRouterStats(s) {
     const workers = Array.isArray(s.workers) ? s.workers : [];
     const r = s.routing || {};
-    const live = workers.filter((w) => !w.state || /ready|idle|busy|up|alive|ok/i.test(w.state)).length;
-    $("st-workers").textContent = workers.length ? (live === workers.length ? String(workers.length) : live + " of " + workers.length + " up") : "0";
+    $("st-workers").textContent = String(workers.length);
+    $("st-workers").classList.toggle("bad", workers.length === 0);
     const hits = r.affinity_hits || 0, misses = r.affinity_misses || 0;
     $("st-affinity").textContent = hits + misses ? ((100 * hits) / (hits + misses)).toFixed(1) + " %" : "–";
     $("st-waiting").textContent = fmtInt(r.waiting || 0);
