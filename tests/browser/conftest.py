@@ -111,11 +111,13 @@ class Processes:
 class Server:
     """What a test needs to know about a running system."""
 
-    def __init__(self, port: int, stats_port: int, procs: Processes) -> None:
+    def __init__(self, port: int, stats_port: int, procs: Processes,
+                 flags: list[str] | None = None) -> None:
         self.port = port
         self.stats_port = stats_port
         self.base = f"http://127.0.0.1:{port}"
         self.procs = procs
+        self.flags = flags or []  # component command-line flags (to restart one)
 
     def stats(self) -> dict[str, Any]:
         return http_json(self.base + "/stats")
@@ -200,8 +202,7 @@ def components(slide_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     flags = ["--slides", str(slide_dir), "--port", str(port), "--stats-port", str(stats_port),
              "--frontend", f"ipc://{rundir}/frontend.ipc",
              "--backend", f"ipc://{rundir}/backend.ipc", "--workers", "2"]
-    srv = Server(port, stats_port, procs)
-    srv.flags = flags  # type: ignore[attr-defined]
+    srv = Server(port, stats_port, procs, flags)
     try:
         procs.spawn("router", ["-m", "router.cli", *flags])
         procs.spawn("workers", ["-m", "workers.launcher", *flags])

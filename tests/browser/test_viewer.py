@@ -7,16 +7,43 @@ the URL hash, reconnecting after the gateway restarts, and a screenshot.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.conftest import REPO, Server, wait_for
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"browser tests need the system Chromium at {CHROMIUM}"),
+]
+
+Server = Any  # conftest.Server: .base, .stats(), .procs, .flags
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
+             interval: float = 0.1) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 COUNTERS = "() => Object.assign({}, window.tilerouter, {viewer: undefined})"
 
@@ -47,8 +74,8 @@ CANVAS_STATS = """() => {
     }
   }
   const mean = painted ? sum / painted : 0;
-  return {painted: painted / n, std: painted ? Math.sqrt(Math.max(0, sum2 / painted - mean * mean)) : 0,
-          colours: colours.size};
+  const variance = painted ? Math.max(0, sum2 / painted - mean * mean) : 0;
+  return {painted: painted / n, std: Math.sqrt(variance), colours: colours.size};
 }"""
 
 
@@ -210,7 +237,7 @@ def test_reconnects_after_gateway_restart(page: Any, components: Server) -> None
     page.evaluate("() => tilerouter.viewer.viewport.panBy(new OpenSeadragon.Point(0.2, 0.1))")
 
     # A new gateway on the same port; the page reconnects by itself.
-    srv.procs.spawn("gateway", ["-m", "wsgateway.cli", *srv.flags])  # type: ignore[attr-defined]
+    srv.procs.spawn("gateway", ["-m", "wsgateway.cli", *srv.flags])
     page.wait_for_selector('#conn-status[data-state="open"]', timeout=30_000)
     c = counters(page)
     assert c["reconnects"] >= 1 and c["socketState"] == "open"
@@ -226,7 +253,7 @@ def test_reconnects_after_gateway_restart(page: Any, components: Server) -> None
     poll(page, canvas_painted, what="canvas painted after reconnecting")
 
 
-def test_screenshot(page: Any, server: Server) -> None:
+def test_live_panel_and_screenshot(page: Any, server: Server) -> None:
     open_slide(page, server, "alpha.tiff")
     settled(page)
     page.evaluate("""() => {
@@ -239,6 +266,10 @@ def test_screenshot(page: Any, server: Server) -> None:
     settled(page)
     poll(page, canvas_painted, what="tiles painted")
     assert page.inner_text("#st-workers") == "2"
+    assert page.inner_text("#st-affinity").endswith("%")
+    assert page.inner_text("#st-p50").endswith("ms")
+    assert page.locator("#st-worker-table tbody tr").count() == 2
+    assert page.get_attribute("#stats-toggle", "aria-pressed") == "true"
 
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)

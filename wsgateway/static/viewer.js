@@ -18,6 +18,19 @@
 
   const OSD = window.OpenSeadragon;
 
+  // OpenSeadragon logs every failed tile as an error; tiles we drop on purpose
+  // (no longer visible, or belonging to a slide that was closed) are not errors.
+  if (OSD && OSD.console && typeof OSD.console.error === "function") {
+    const base = OSD.console;
+    const error = base.error.bind(base);
+    OSD.console = Object.assign(Object.create(base), {
+      error(...args) {
+        if (args.some((a) => typeof a === "string" && /\[tilerouter\] (stale|cancelled)$/.test(a))) return;
+        error(...args);
+      },
+    });
+  }
+
   // ------------------------------------------------------------------ config
   const MAX_INFLIGHT = 48;          // server allows 64 per connection
   const TILE_TIMEOUT_MS = 16000;    // per tile, measured from send (router deadline is 15 s)
@@ -171,10 +184,12 @@
       this.pending = new Map();            // id -> req (queued, waiting for retry, or in flight)
       this.queues = [[], [], []];          // by priority; entries may be lazily-cancelled
       this.inflight = 0;
+      this.pumping = false;
       this.backoff = BACKOFF_MIN_MS;
       this.everOpened = false;
       this.reconnectTimer = null;
       this.stableTimer = null;
+      this.lastMessageAt = 0;
       this.stateListeners = [];
       this.decoder = new TextDecoder();
       window.addEventListener("online", () => this.reconnectNow());
@@ -221,6 +236,7 @@
     }
 
     handleOpen() {
+      this.lastMessageAt = now();
       if (this.everOpened) tr.reconnects++;
       this.everOpened = true;
       // Only reset the backoff once the connection proved stable.
@@ -274,14 +290,26 @@
       return req;
     }
 
-    /** Promise wrapper for control / background requests. */
+    /** Promise wrapper for control / background requests; the promise carries .req */
     call(msg, priority = PRIO_CONTROL, timeoutMs = RPC_TIMEOUT_MS) {
-      return new Promise((resolve, reject) => {
-        this.request(msg, {
+      let req = null;
+      const promise = new Promise((resolve, reject) => {
+        req = this.request(msg, {
           priority, timeoutMs,
           cb: (err, res) => (err ? reject(err) : resolve(res)),
         });
       });
+      promise.req = req;
+      return promise;
+    }
+
+    /** Move a still-queued request to a more urgent priority class. */
+    promote(req, priority) {
+      if (!req || req.done || req.sent || req.priority <= priority) return;
+      req.priority = priority;
+      this.queues[priority].push(req);
+      this.queues[priority].sort((a, b) => a.seq - b.seq);
+      this.pump();
     }
 
     /** Cancel a request: dropped if not yet sent, reply ignored otherwise. */
@@ -316,7 +344,7 @@
         const q = this.queues[p];
         while (q.length) {
           const req = p === PRIO_TILE ? q.pop() : q.shift();
-          if (req.done || req.sent || !this.pending.has(req.id)) continue;
+          if (req.done || req.sent || req.priority !== p || !this.pending.has(req.id)) continue;
           if (req.isStale && req.isStale()) {
             this.finish(req, new RpcError("stale", "no longer needed"), null);
             continue;
@@ -328,21 +356,41 @@
     }
 
     pump() {
-      while (this.state === "open" && this.ws && this.inflight < MAX_INFLIGHT) {
-        const req = this.nextReq();
-        if (!req) break;
-        try {
-          this.ws.send(JSON.stringify(req.msg));
-        } catch (e) {
-          this.queues[req.priority].push(req);
-          break;
+      if (this.pumping) return;       // re-entered from a callback: the running loop continues
+      this.pumping = true;
+      try {
+        while (this.state === "open" && this.ws && this.inflight < MAX_INFLIGHT) {
+          const req = this.nextReq();
+          if (!req) break;
+          try {
+            this.ws.send(JSON.stringify(req.msg));
+          } catch (e) {
+            this.queues[req.priority].push(req);
+            break;
+          }
+          req.sent = true;
+          req.attempts++;
+          req.sentAt = now();
+          this.inflight++;
+          req.timer = setTimeout(() => this.handleTimeout(req), req.timeoutMs);
         }
-        req.sent = true;
-        req.attempts++;
-        req.sentAt = now();
-        this.inflight++;
-        req.timer = setTimeout(() => this.finish(req, new RpcError("timeout", "no reply within " + Math.round(req.timeoutMs / 1000) + " s"), null), req.timeoutMs);
+      } finally {
+        this.pumping = false;
       }
+    }
+
+    handleTimeout(req) {
+      if (req.done || !req.sent) return;
+      // Nothing at all arrived for a whole timeout period while requests were on the
+      // wire: the connection is dead even if the browser has not noticed (half-open
+      // TCP). Reconnect; this request is re-sent with the others.
+      if (this.ws && now() - this.lastMessageAt >= req.timeoutMs) {
+        const old = this.ws;
+        this.handleClose();
+        try { old.close(); } catch (e) { /* ignore */ }
+        return;
+      }
+      this.finish(req, new RpcError("timeout", "no reply within " + Math.round(req.timeoutMs / 1000) + " s"), null);
     }
 
     finish(req, err, result) {
@@ -379,6 +427,7 @@
     }
 
     handleMessage(data) {
+      this.lastMessageAt = now();
       let header, body = null;
       if (typeof data === "string") {
         try { header = JSON.parse(data); } catch (e) { return; }
@@ -397,7 +446,9 @@
       if (header.ok === false) {
         const e = header.error || {};
         const code = e.code || "error";
-        if (code === "busy" && req.attempts < BUSY_RETRIES && req.cb) {
+        // Transient refusals (connection over its limit, router briefly away): retry
+        // with a growing delay before reporting a failure.
+        if ((code === "busy" || code === "unavailable") && req.attempts < BUSY_RETRIES && req.cb) {
           this.retryLater(req, 100 * Math.pow(2, req.attempts));
           return;
         }
@@ -457,8 +508,10 @@
     let p = infoCache.get(path);
     if (!p) {
       p = client.call({ op: "info", slide: path }, priority);
-      p.catch(() => infoCache.delete(path));   // allow retry later
+      p.catch(() => { if (infoCache.get(path) === p) infoCache.delete(path); });   // allow a retry later
       infoCache.set(path, p);
+    } else {
+      client.promote(p.req, priority);     // e.g. the slide being opened while its card info waits
     }
     return p;
   }
@@ -536,8 +589,10 @@
     }
     const keys = Array.from(groups.keys()).sort((a, b) => (a === "" ? -1 : b === "" ? 1 : a.localeCompare(b)));
     const frag = document.createDocumentFragment();
+    const ordered = [];
     for (const k of keys) {
       const items = groups.get(k);
+      ordered.push(...items);
       const group = el("section", { class: "slide-group", dataset: { folder: k } });
       const head = el("button", { class: "group-head", type: "button", "aria-expanded": "true" },
         icon("i-folder", "folder"),
@@ -558,7 +613,7 @@
     }
     listEl.replaceChildren(frag);
     $("slide-count").textContent = slides.length ? String(slides.length) : "";
-    renderGallery();
+    renderGallery(ordered);
     applyFilter();
     markActiveCard();
   }
@@ -645,9 +700,9 @@
     }, { root: $("empty-state"), rootMargin: "300px 0px" })
     : null;
 
-  function renderGallery() {
+  function renderGallery(ordered) {
     if (galleryObserver) galleryObserver.disconnect();
-    const items = slides.slice(0, GALLERY_MAX).map((s) => {
+    const items = ordered.slice(0, GALLERY_MAX).map((s) => {
       const folder = dirname(s.path);
       const card = el("a", {
         class: "g-card", href: "#slide=" + encodeURIComponent(s.path), title: s.path,
@@ -848,10 +903,11 @@
     if (tile._trRevives > 2) return;
     const ti = ev.tiledImage;
     setTimeout(() => {
-      if (!viewer || !ti || viewer.world.getIndexOfItem(ti) < 0) return;
+      const owner = ti && ti.viewer;     // the main viewer or its navigator
+      if (!owner || !owner.world || owner.world.getIndexOfItem(ti) < 0) return;
       tile.exists = true;
       ti._needsUpdate = true;     // make OSD re-evaluate tiles even when the view is static
-      viewer.forceRedraw();
+      owner.forceRedraw();
     }, 3000 * tile._trRevives);
   }
 
@@ -904,6 +960,10 @@
   }
 
   function showViewerError(msg) {
+    if (viewer) viewer.close();
+    document.body.classList.remove("slide-ready");
+    $("scalebar").hidden = true;
+    $("zoom-readout").textContent = "";
     $("viewer-loading").hidden = true;
     $("viewer-error").hidden = false;
     $("viewer-error-msg").textContent = msg;
@@ -949,6 +1009,7 @@
     client.failQueued((r) => r.msg.op === "tile", "cancelled");
     current = null;
     tr.slide = null;
+    document.body.classList.remove("slide-ready");
     if (viewer) viewer.close();
     document.body.classList.add("no-slide");
     $("empty-state").hidden = false;
@@ -985,7 +1046,6 @@
       if (token !== openToken) return;
       current.info = info;
       renderInfo(info, path);
-      renderMagPresets(info);
       ensureViewer();
       viewer.open(buildTileSource(path, info));
     }).catch((err) => {
@@ -1000,7 +1060,9 @@
   function onViewerOpen() {
     if (!current) return;
     current.opened = true;
+    document.body.classList.add("slide-ready");
     $("viewer-loading").hidden = true;
+    renderMagPresets(current.info);
     if (pendingView) {
       applyView(pendingView, true);
       pendingView = null;
@@ -1077,10 +1139,12 @@
     }
     box.hidden = false;
     box.previousElementSibling.hidden = false;
-    const maxMag = obj * 2;   // maxZoomPixelRatio
+    const v = viewer && viewer.viewport;
+    const maxMag = v ? obj * v.viewportToImageZoom(v.getMaxZoom()) : obj * 2;
+    const minMag = v ? obj * v.viewportToImageZoom(v.getMinZoom()) : obj / 64;
     for (const m of [1.25, 2.5, 5, 10, 20, 40, 80]) {
-      if (m > maxMag + 1e-6) break;
-      if (m < obj / 64) continue;
+      if (m > maxMag * 1.001) break;
+      if (m < minMag * 0.999) continue;
       box.append(el("button", {
         class: "tool mag", type: "button", title: "Zoom to " + m + "× (equivalent objective)",
         onclick: () => { const v = vp(); if (v) v.zoomTo(v.imageToViewportZoom(m / obj)); },
@@ -1282,8 +1346,18 @@
     $("info-props-count").textContent = String(keys.length);
     const body = $("info-props-body");
     body.replaceChildren(...keys.map((k) => el("tr", { dataset: { search: (k + " " + props[k]).toLowerCase() } },
-      el("th", { scope: "row" }, k), el("td", null, String(props[k])))));
+      el("th", { scope: "row" }, ...breakable(k)), el("td", null, String(props[k])))));
     filterProps();
+  }
+
+  // Property names like "openslide.level[0].tile-width": allow line breaks after separators.
+  function breakable(text) {
+    const out = [];
+    for (const part of text.split(/(?<=[.\]_-])/)) {
+      if (out.length) out.push(document.createElement("wbr"));
+      out.push(part);
+    }
+    return out;
   }
 
   function filterProps() {
@@ -1368,7 +1442,7 @@
     $("st-workers").textContent = String(workers.length);
     $("st-workers").classList.toggle("bad", workers.length === 0);
     const hits = r.affinity_hits || 0, misses = r.affinity_misses || 0;
-    $("st-affinity").textContent = hits + misses ? ((100 * hits) / (hits + misses)).toFixed(1) + " %" : "–";
+    $("st-affinity").textContent = hits + misses ? ((100 * hits) / (hits + misses)).toFixed(1) + "%" : "–";
     $("st-waiting").textContent = fmtInt(r.waiting || 0);
     $("st-requests").textContent = fmtInt(r.requests) + " / " + fmtInt(r.replies);
     $("st-errors").textContent = fmtInt(r.errors || 0) + " / " + fmtInt(r.timeouts || 0);
