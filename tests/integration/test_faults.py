@@ -191,3 +191,27 @@ def test_serve_starts_everything_and_sigint_leaves_no_process(slide_root: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("fresh_system", [{"open_latency": 1.0, "request_timeout": 0.5,
+                                           "workers": 1, "worker_capacity": 1}], indirect=True)
+def test_requests_past_their_deadline_get_timeout(fresh_system: System) -> None:
+    """One slow worker: the request it holds and the one waiting behind it both time out
+    with a clear error (not dropped), and the system serves normally afterwards."""
+    system = fresh_system
+    ws = system.ws()
+    try:
+        ws.send({"id": "in-flight", "op": "info", "slide": "c.tiff"})
+        ws.send({"id": "waiting", "op": "info", "slide": "a.tiff"})
+        replies = {}
+        for _ in range(2):
+            header, _ = ws.recv()
+            replies[header["id"]] = header
+        for rid in ("in-flight", "waiting"):
+            assert replies[rid]["ok"] is False
+            assert replies[rid]["error"]["code"] == "timeout", replies[rid]
+        assert system.stats()["routing"]["timeouts"] >= 2
+        # c.tiff is open now; a cheap request fits the deadline again
+        wait_for(lambda: ws.tile("c.tiff", 8, 0, 0)[0]["ok"], 10, 0.1, "service after timeouts")
+    finally:
+        ws.close()
