@@ -74,6 +74,9 @@ class Settings:
     max_associated_size: int = field(
         default=1024, metadata={"help": "largest thumbnail/associated edge (px)"}
     )
+    gateway_cache_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "hot-tile cache in the gateway (0=off)"}
+    )
     viewer_assets: str = field(
         default="", metadata={"help": "OpenSeadragon build dir ('' = ./node_modules)"}
     )
@@ -124,6 +127,7 @@ def _validate(s: Settings) -> None:
     need(s.max_inflight_per_connection >= 1, "max_inflight_per_connection", "must be >= 1")
     need(s.max_message_bytes >= 256, "max_message_bytes", "must be >= 256")
     need(s.max_associated_size >= 16, "max_associated_size", "must be >= 16")
+    need(s.gateway_cache_bytes >= 0, "gateway_cache_bytes", "must be >= 0")
     for name in ("frontend", "backend"):
         ep = getattr(s, name)
         need(ep.split("://", 1)[0] in ("tcp", "ipc", "inproc"), name, "must be tcp://, ipc://")

@@ -10,6 +10,7 @@ import tornado.web
 
 from config.settings import Settings
 from wsgateway import http
+from wsgateway.hot_tiles import HotTiles
 from wsgateway.relay import Reply, RouterClient
 from wsgateway.websocket import TileSocketHandler
 
@@ -37,15 +38,16 @@ class Gateway:
         self.connections = 0
         self.counters: Counter[str] = Counter()
         self.allowed_origins: tuple[str, ...] = ()
+        self.hot = HotTiles(settings.gateway_cache_bytes)
 
     async def request(self, request: dict[str, Any]) -> Reply:
         self.counters["requests"] += 1
-        return await self.client.request(request)
+        return await self.hot.fetch(request, self.client.request)
 
     def stats(self) -> dict[str, Any]:
         return {"connections": self.connections, "pending": self.client.pending,
                 "router_available": self.client.available,
-                "reconnects": self.client.reconnects, **self.counters}
+                "reconnects": self.client.reconnects, **self.hot.stats(), **self.counters}
 
 
 class _IndexHandler(tornado.web.RequestHandler):

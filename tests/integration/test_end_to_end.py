@@ -101,7 +101,7 @@ def test_requests_for_one_slide_stay_on_one_worker(system: System) -> None:
     ws = system.ws()
     try:
         for i in range(20):
-            header, _ = ws.tile("sub/b.tiff", 11, i % 4, i % 3)
+            header, _ = ws.tile("sub/b.tiff", 11, i % 8, i // 8)
             assert header["ok"] is True
     finally:
         ws.close()
@@ -230,3 +230,27 @@ def test_stats_on_gateway_and_router_port(system: System) -> None:
             return json.loads(resp.read())
     direct = router_stats()
     assert len(direct["workers"]) == 2 and "routing" in direct
+
+
+def test_identical_requests_cause_one_render(system: System) -> None:
+    """Ten viewers' worth of the same tile at once: one request reaches the router;
+    the rest are coalesced or served from the gateway's hot-tile cache."""
+    before = system.stats()
+    ws = system.ws()
+    try:
+        for i in range(10):
+            ws.send({"id": i, "op": "tile", "slide": "a.tiff", "level": 12, "col": 7, "row": 7})
+        bodies = set()
+        for _ in range(10):
+            header, data = ws.recv()
+            assert header["ok"] is True
+            bodies.add(data)
+        assert len(bodies) == 1
+    finally:
+        ws.close()
+    after = system.stats()
+    assert after["routing"]["requests"] - before["routing"]["requests"] == 1
+    gw_before, gw_after = before["gateway"], after["gateway"]
+    saved = (gw_after["coalesced"] + gw_after["hot_hits"]
+             - gw_before["coalesced"] - gw_before["hot_hits"])
+    assert saved == 9
