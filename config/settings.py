@@ -77,6 +77,18 @@ class Settings:
     gateway_cache_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "hot-tile cache in the gateway (0=off)"}
     )
+    max_requests_per_second: float = field(
+        default=2000.0, metadata={"help": "per websocket request rate limit (0 = off)"}
+    )
+    allowed_origins: str = field(
+        default="", metadata={"help": "extra websocket Origins allowed, comma-separated"}
+    )
+    auth_token: str = field(default="", metadata={"help": "static bearer token ('' = off)"})
+    auth_secret: str = field(
+        default="", metadata={"help": "HMAC secret for signed tokens ('' = off)"}
+    )
+    tls_cert: str = field(default="", metadata={"help": "gateway TLS certificate (PEM)"})
+    tls_key: str = field(default="", metadata={"help": "gateway TLS private key (PEM)"})
     viewer_assets: str = field(
         default="", metadata={"help": "OpenSeadragon build dir ('' = ./node_modules)"}
     )
@@ -128,6 +140,8 @@ def _validate(s: Settings) -> None:
     need(s.max_message_bytes >= 256, "max_message_bytes", "must be >= 256")
     need(s.max_associated_size >= 16, "max_associated_size", "must be >= 16")
     need(s.gateway_cache_bytes >= 0, "gateway_cache_bytes", "must be >= 0")
+    need(s.max_requests_per_second >= 0, "max_requests_per_second", "must be >= 0")
+    need(bool(s.tls_cert) == bool(s.tls_key), "tls_key", "tls_cert and tls_key go together")
     for name in ("frontend", "backend"):
         ep = getattr(s, name)
         need(ep.split("://", 1)[0] in ("tcp", "ipc", "inproc"), name, "must be tcp://, ipc://")

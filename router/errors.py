@@ -69,6 +69,12 @@ class Busy(TileRouterError):
     code = "busy"
 
 
+class RateLimited(Busy):
+    """The connection sends faster than ``max_requests_per_second``."""
+
+    code = "rate_limited"
+
+
 class Timeout(TileRouterError):
     code = "timeout"
 
@@ -105,7 +111,7 @@ ERROR_CODES: dict[str, type[TileRouterError]] = {
     cls.code: cls
     for cls in (
         TileRouterError, BadRequest, UnknownOp, MessageTooLarge, Forbidden, Unauthorized,
-        SlideNotFound, BadSlide, OutOfRange, Busy, Timeout, Unavailable, WorkerLost,
+        SlideNotFound, BadSlide, OutOfRange, Busy, RateLimited, Timeout, Unavailable, WorkerLost,
         Quarantined, ProtocolError, ConfigError,
     )
 }

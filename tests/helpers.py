@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -79,7 +80,10 @@ class System:
         self.env = {**os.environ, **self.settings.to_env()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.port = self.settings.port
-        self.base = f"http://127.0.0.1:{self.port}"
+        tls = bool(self.settings.tls_cert)
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.ssl = ssl.create_default_context(cafile=self.settings.tls_cert) if tls else None
+        self.token = self.settings.auth_token or None  # sent by get() and ws() by default
 
     # --- processes ------------------------------------------------------------------------
 
@@ -130,9 +134,14 @@ class System:
 
     # --- clients --------------------------------------------------------------------------
 
-    def get(self, path: str, timeout: float = 15) -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, timeout: float = 15, token: str | None = "default",
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        token = self.token if token == "default" else token
+        req = urllib.request.Request(self.base + path, headers=dict(headers or {}))
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(self.base + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()
@@ -142,16 +151,25 @@ class System:
         assert status == 200, body
         return json.loads(body)
 
-    def ws(self, origin: str | None = None) -> WSClient:
-        return WSClient(f"ws://127.0.0.1:{self.port}/ws",
-                        origin or f"http://127.0.0.1:{self.port}")
+    def ws(self, origin: str | None = None, token: str | None = "default",
+           query: str = "", cookie: str | None = None) -> WSClient:
+        token = self.token if token == "default" else token
+        scheme = "wss" if self.ssl else "ws"
+        headers = [f"Authorization: Bearer {token}"] if token else []
+        return WSClient(f"{scheme}://127.0.0.1:{self.port}/ws{query}",
+                        origin or self.base, headers=headers, cookie=cookie,
+                        sslopt={"ca_certs": self.settings.tls_cert} if self.ssl else None)
 
 
 class WSClient:
     """Synchronous websocket client speaking the public protocol (README)."""
 
-    def __init__(self, url: str, origin: str, timeout: float = 15) -> None:
-        self.sock = websocket.create_connection(url, timeout=timeout, origin=origin)
+    def __init__(self, url: str, origin: str, timeout: float = 15,
+                 headers: list[str] | None = None, cookie: str | None = None,
+                 sslopt: dict[str, Any] | None = None) -> None:
+        self.sock = websocket.create_connection(url, timeout=timeout, origin=origin,
+                                                header=headers or [], cookie=cookie,
+                                                sslopt=sslopt)
         self._next = 0
 
     def close(self) -> None:

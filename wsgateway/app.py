@@ -9,7 +9,9 @@ from typing import Any
 import tornado.web
 
 from config.settings import Settings
+from router.errors import TileRouterError
 from wsgateway import http
+from wsgateway.auth import COOKIE, OPEN, Authorizer, Grant
 from wsgateway.hot_tiles import HotTiles
 from wsgateway.relay import Reply, RouterClient
 from wsgateway.websocket import TileSocketHandler
@@ -37,12 +39,21 @@ class Gateway:
         self.client = client
         self.connections = 0
         self.counters: Counter[str] = Counter()
-        self.allowed_origins: tuple[str, ...] = ()
+        self.allowed_origins = tuple(
+            o.strip() for o in settings.allowed_origins.split(",") if o.strip())
         self.hot = HotTiles(settings.gateway_cache_bytes)
+        self.auth = Authorizer(settings.auth_token, settings.auth_secret)
 
-    async def request(self, request: dict[str, Any]) -> Reply:
+    async def request(self, request: dict[str, Any], grant: Grant = OPEN) -> Reply:
+        """Relay a validated request for a caller holding ``grant``."""
         self.counters["requests"] += 1
-        return await self.hot.fetch(request, self.client.request)
+        if "slide" in request:
+            grant.check(request["slide"])
+        reply = await self.hot.fetch(request, self.client.request)
+        if request.get("op") == "list" and grant.prefixes is not None:
+            slides = [s for s in reply.header.get("slides", []) if grant.allows(s["path"])]
+            reply = Reply({**reply.header, "slides": slides}, None)
+        return reply
 
     def stats(self) -> dict[str, Any]:
         return {"connections": self.connections, "pending": self.client.pending,
@@ -51,7 +62,18 @@ class Gateway:
 
 
 class _IndexHandler(tornado.web.RequestHandler):
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
     def get(self) -> None:
+        token = self.get_query_argument("token", None)
+        if token and self.gateway.auth.enabled:
+            try:
+                self.gateway.auth.check(token)
+            except TileRouterError:
+                raise tornado.web.HTTPError(401, "invalid token") from None
+            self.set_cookie(COOKIE, token, httponly=True, samesite="Strict",
+                            secure=self.request.protocol == "https")
         self.set_header("Cache-Control", "no-cache")
         with open(os.path.join(STATIC_DIR, "index.html"), "rb") as fh:
             self.finish(fh.read())
@@ -62,7 +84,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
     slide = r"(.+?)"
     return tornado.web.Application(
         [
-            (r"/", _IndexHandler),
+            (r"/", _IndexHandler, g),
             (r"/ws", TileSocketHandler, g),
             (r"/slides", http.SlidesHandler, g),
             (r"/stats", http.StatsHandler, g),

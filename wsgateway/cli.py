@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Sequence
 
 import tornado.httpserver
@@ -26,11 +27,16 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     gateway = Gateway(settings, client)
     app = make_app(gateway)
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
-    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+    ssl_ctx = None
+    if settings.tls_cert:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    server = tornado.httpserver.HTTPServer(app, xheaders=False, ssl_options=ssl_ctx)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
-    log.info("gateway listening on http://%s:%d/ (router %s)", settings.host, port,
-             settings.frontend)
+    log.info("gateway listening on %s://%s:%d/ (router %s%s)", "https" if ssl_ctx else "http",
+             settings.host, port, settings.frontend,
+             ", auth on" if gateway.auth.enabled else "")
     if ready is not None:
         ready.set_result(port)
     try:

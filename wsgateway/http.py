@@ -14,6 +14,7 @@ from tornado.web import HTTPError, RequestHandler
 from readers.paths import normalize_slide_path
 from router.errors import BadRequest, TileRouterError
 from router.protocol import check_request, payload_bytes
+from wsgateway.auth import COOKIE, OPEN, Grant, token_from
 from wsgateway.relay import Reply
 from wsgateway.wire import http_status
 
@@ -34,6 +35,10 @@ class RelayHandler(RequestHandler):
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.grant = OPEN
+
+    def prepare(self) -> None:
+        self.grant = authenticate(self, self.gateway)
 
     def set_default_headers(self) -> None:
         self.set_header("Access-Control-Allow-Origin", "*")
@@ -43,7 +48,7 @@ class RelayHandler(RequestHandler):
             request = check_request(request, self.gateway.settings.max_associated_size)
             if "slide" in request:
                 request["slide"] = normalize_slide_path(request["slide"])
-            reply = await self.gateway.request(request)
+            reply = await self.gateway.request(request, self.grant)
         except TileRouterError as exc:
             raise ApiError(exc) from None
         if not reply.header.get("ok"):
@@ -131,8 +136,23 @@ class StatsHandler(RelayHandler):
 
 
 class HealthHandler(RelayHandler):
+    def prepare(self) -> None:  # health checks need no token
+        pass
+
     def get(self) -> None:
         self.write_json({"ok": True, "router_available": self.gateway.client.available})
+
+
+def authenticate(handler: RequestHandler, gateway: Gateway) -> Grant:
+    """The caller's grant from header, query or cookie; 401 JSON error when refused."""
+    if not gateway.auth.enabled:
+        return OPEN
+    token = token_from(handler.request.headers, handler.get_query_argument("token", None),
+                       handler.get_cookie(COOKIE))
+    try:
+        return gateway.auth.check(token)
+    except TileRouterError as exc:
+        raise ApiError(exc) from None
 
 
 def _num(text: str) -> int:

@@ -17,8 +17,11 @@ from urllib.parse import urlparse
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from readers.paths import normalize_slide_path
-from router.errors import BadRequest, Busy, MessageTooLarge, TileRouterError
+from router.errors import BadRequest, Busy, MessageTooLarge, RateLimited, TileRouterError
 from router.protocol import check_client_id, check_request
+from wsgateway.auth import OPEN
+from wsgateway.http import ApiError, authenticate
+from wsgateway.ratelimit import TokenBucket
 from wsgateway.wire import binary_frame, error_body
 
 if TYPE_CHECKING:
@@ -31,7 +34,19 @@ class TileSocketHandler(WebSocketHandler):
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.inflight = 0
+        self.grant = OPEN
         self._relays: set[asyncio.Task[None]] = set()
+        rate = gateway.settings.max_requests_per_second
+        self._bucket = TokenBucket(rate, burst=max(rate, 1.0)) if rate else None
+
+    def prepare(self) -> None:
+        """Runs before the upgrade: an unauthenticated upgrade is refused with 401."""
+        self.grant = authenticate(self, self.gateway)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = exc.error.message if isinstance(exc, ApiError) else self._reason
+        self.finish(message)
 
     def check_origin(self, origin: str) -> bool:
         allowed = self.gateway.allowed_origins
@@ -65,6 +80,9 @@ class TileSocketHandler(WebSocketHandler):
             request = check_request(obj, self.gateway.settings.max_associated_size)
             if "slide" in request:
                 request["slide"] = normalize_slide_path(request["slide"])
+            if self._bucket is not None and not self._bucket.take():
+                raise RateLimited(f"over {self.gateway.settings.max_requests_per_second:g} "
+                                  "requests per second on this connection")
             if self.inflight >= self.gateway.settings.max_inflight_per_connection:
                 raise Busy(f"more than {self.gateway.settings.max_inflight_per_connection} "
                            "requests in flight on this connection")
@@ -83,7 +101,7 @@ class TileSocketHandler(WebSocketHandler):
     async def _relay(self, rid: Any, request: dict[str, Any]) -> None:
         try:
             try:
-                reply = await self.gateway.request(request)
+                reply = await self.gateway.request(request, self.grant)
             except TileRouterError as exc:
                 await self._send(error_body(rid, exc.code, exc.message), binary=False)
                 return

@@ -11,7 +11,7 @@ from router.protocol import Payload
 HTTP_STATUS = {
     "bad_request": 400, "unknown_op": 400, "too_large": 413, "forbidden": 403,
     "unauthorized": 401, "not_found": 404, "out_of_range": 404, "bad_slide": 422,
-    "busy": 503, "timeout": 504, "unavailable": 503, "worker_lost": 502,
+    "busy": 503, "rate_limited": 429, "timeout": 504, "unavailable": 503, "worker_lost": 502,
     "quarantined": 503, "protocol": 502, "internal": 500,
 }
 
