@@ -31,6 +31,9 @@ class Settings:
     tile_size: int = field(default=254, metadata={"help": "DeepZoom tile size (px)"})
     overlap: int = field(default=1, metadata={"help": "DeepZoom tile overlap (px)"})
     limit_bounds: bool = field(default=True, metadata={"help": "DeepZoom limit_bounds"})
+    passthrough: bool = field(
+        default=True, metadata={"help": "serve stored JPEG tiles as-is when geometry matches"}
+    )
     tile_format: str = field(default="jpeg", metadata={"help": "default tile format"})
     tile_quality: int = field(default=75, metadata={"help": "JPEG quality 1-100"})
     # Endpoints
@@ -64,6 +67,9 @@ class Settings:
     heartbeat_liveness: int = field(default=3, metadata={"help": "missed beats before dead"})
     max_queue: int = field(default=10000, metadata={"help": "requests waiting in the router"})
     max_retries: int = field(default=1, metadata={"help": "re-sends after a worker dies"})
+    drain_timeout: float = field(
+        default=5.0, metadata={"help": "seconds to finish in-flight work on SIGTERM"}
+    )
     # Gateway limits
     max_inflight_per_connection: int = field(
         default=64, metadata={"help": "requests in flight per websocket"}
@@ -136,6 +142,7 @@ def _validate(s: Settings) -> None:
     need(s.heartbeat_liveness >= 1, "heartbeat_liveness", "must be >= 1")
     need(s.max_queue >= 1, "max_queue", "must be >= 1")
     need(s.max_retries >= 0, "max_retries", "must be >= 0")
+    need(0 <= s.drain_timeout <= 300, "drain_timeout", "must be 0..300")
     need(s.max_inflight_per_connection >= 1, "max_inflight_per_connection", "must be >= 1")
     need(s.max_message_bytes >= 256, "max_message_bytes", "must be >= 256")
     need(s.max_associated_size >= 16, "max_associated_size", "must be >= 16")

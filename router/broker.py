@@ -25,6 +25,7 @@ from router.errors import (
     Quarantined,
     TileRouterError,
     Timeout,
+    Unavailable,
     WorkerLost,
 )
 from router.policy import make_policy
@@ -69,6 +70,7 @@ class Broker:
         self._tids = itertools.count(1)
         self._next_heartbeat = 0.0
         self._last_tick = time.monotonic()
+        self._drain_deadline: float | None = None
         self.snapshot: dict[str, Any] = {}
 
     def _router_socket(self) -> zmq.Socket:
@@ -90,7 +92,7 @@ class Broker:
         tick = min(0.1, self.settings.heartbeat_interval / 2)
         next_tick = time.monotonic()
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() or self._draining():
                 timeout = max(0.0, next_tick - time.monotonic())
                 events = dict(poller.poll(int(timeout * 1000) + 1))
                 if self.backend in events:
@@ -103,6 +105,18 @@ class Broker:
                     next_tick = now + tick
         finally:
             self.close()
+
+    def _draining(self) -> bool:
+        """After stop: keep routing until queued and in-flight work is answered (bounded)."""
+        now = time.monotonic()
+        if self._drain_deadline is None:
+            self._drain_deadline = now + self.settings.drain_timeout
+            log.info("draining %d waiting and %d in-flight requests", len(self.queue),
+                     self.inflight_count())
+        return now < self._drain_deadline and bool(len(self.queue) or self.inflight_count())
+
+    def inflight_count(self) -> int:
+        return sum(w.load for w in self.registry.workers.values())
 
     def _drain(self, sock: zmq.Socket, handle: Any) -> None:
         for _ in range(MAX_BATCH):
@@ -129,6 +143,9 @@ class Broker:
             self.snapshot = self.stats()
 
     def close(self) -> None:
+        for task in list(self.queue):  # drain timed out: answer, never drop
+            self.queue.remove(task)
+            self._answer_error(task.gateway, task.rid, Unavailable("router shut down"))
         for worker in list(self.registry.workers.values()):
             self._send_worker(worker, protocol.DISCONNECT, {})
         self.frontend.close(linger=0)
@@ -160,6 +177,9 @@ class Broker:
                                {"rid": rid, "ok": True, **self.stats()})
             return
         self.counters["requests"] += 1
+        if self.stop.is_set():
+            self._answer_error(msg.identity, rid, Unavailable("router is shutting down"))
+            return
         try:
             request = protocol.check_request(msg.header, self.settings.max_associated_size)
             slide = normalize_slide_path(request["slide"]) if "slide" in request else None

@@ -19,6 +19,10 @@ from wsgateway.relay import RouterClient
 log = logging.getLogger(__name__)
 
 
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future | None = None
                 ) -> None:
     """Run one gateway until ``stop`` is set; ``ready`` gets the bound port."""
@@ -42,7 +46,10 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     try:
         await stop.wait()
     finally:
-        server.stop()
+        server.stop()  # no new connections; in-flight relays may still finish
+        deadline = loop_time() + settings.drain_timeout
+        while client.pending and loop_time() < deadline:
+            await asyncio.sleep(0.02)
         await client.close()
         log.info("gateway stopped: connections=%d %s", gateway.connections,
                  dict(gateway.counters))
