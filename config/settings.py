@@ -80,6 +80,9 @@ class Settings:
     max_associated_size: int = field(
         default=1024, metadata={"help": "largest thumbnail/associated edge (px)"}
     )
+    iiif_max_area: int = field(
+        default=4096 * 4096, metadata={"help": "largest IIIF output (width x height pixels)"}
+    )
     gateway_cache_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "hot-tile cache in the gateway (0=off)"}
     )
@@ -95,6 +98,15 @@ class Settings:
     )
     tls_cert: str = field(default="", metadata={"help": "gateway TLS certificate (PEM)"})
     tls_key: str = field(default="", metadata={"help": "gateway TLS private key (PEM)"})
+    curve_secret_key: str = field(
+        default="", metadata={"help": "own CURVE .key_secret file ('' = no encryption)"}
+    )
+    curve_server_key: str = field(
+        default="", metadata={"help": "router's CURVE public .key file (workers, gateways)"}
+    )
+    curve_authorized_keys: str = field(
+        default="", metadata={"help": "directory of client public keys the router admits"}
+    )
     viewer_assets: str = field(
         default="", metadata={"help": "OpenSeadragon build dir ('' = ./node_modules)"}
     )
@@ -146,6 +158,8 @@ def _validate(s: Settings) -> None:
     need(s.max_inflight_per_connection >= 1, "max_inflight_per_connection", "must be >= 1")
     need(s.max_message_bytes >= 256, "max_message_bytes", "must be >= 256")
     need(s.max_associated_size >= 16, "max_associated_size", "must be >= 16")
+    need(s.tile_size ** 2 <= s.iiif_max_area <= 1 << 31, "iiif_max_area",
+         "must be tile_size squared .. 2**31")
     need(s.gateway_cache_bytes >= 0, "gateway_cache_bytes", "must be >= 0")
     need(s.max_requests_per_second >= 0, "max_requests_per_second", "must be >= 0")
     need(bool(s.tls_cert) == bool(s.tls_key), "tls_key", "tls_cert and tls_key go together")

@@ -19,6 +19,7 @@ import zmq
 from config.settings import Settings
 from readers.paths import normalize_slide_path
 from router import protocol
+from router.curve import secure_server, start_authenticator
 from router.errors import (
     Busy,
     ProtocolError,
@@ -54,6 +55,7 @@ class Broker:
     def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
         self.settings = settings
         self.context = context or zmq.Context.instance()
+        self.authenticator = start_authenticator(self.context, settings)
         self.frontend = self._router_socket()
         self.backend = self._router_socket()
         self.frontend_endpoint = bind_endpoint(self.frontend, settings.frontend)
@@ -79,6 +81,7 @@ class Broker:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        secure_server(sock, self.settings)
         return sock
 
     # --- main loop ------------------------------------------------------------------------
@@ -150,6 +153,8 @@ class Broker:
             self._send_worker(worker, protocol.DISCONNECT, {})
         self.frontend.close(linger=0)
         self.backend.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         c = self.counters
         log.info("router stopped: requests=%d replies=%d errors=%d timeouts=%d "
                  "affinity_hits=%d affinity_misses=%d", c["requests"], c["replies"],

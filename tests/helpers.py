@@ -79,6 +79,7 @@ class System:
         self.settings = Settings(**defaults)
         self.env = {**os.environ, **self.settings.to_env()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.component_env: dict[str, dict[str, str]] = {}
         self.port = self.settings.port
         tls = bool(self.settings.tls_cert)
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
@@ -87,9 +88,11 @@ class System:
 
     # --- processes ------------------------------------------------------------------------
 
-    def spawn(self, name: str, module: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, module: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start a component; ``env`` adds TILEROUTER_* overrides for this process only."""
         log = open(self.rundir / f"{name}.log", "ab")  # noqa: SIM115 (kept for the process)
-        proc = subprocess.Popen([sys.executable, "-m", module], env=self.env, cwd=REPO,
+        full_env = {**self.env, **self.component_env.get(name, {}), **env}
+        proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
@@ -118,7 +121,8 @@ class System:
 
     def stop(self) -> None:
         errors = []
-        for name in ("gateway", "workers", "router"):
+        for name in ["gateway", "workers", *[n for n in self.procs if n not in
+                                             ("gateway", "workers", "router")], "router"]:
             if name in self.procs:
                 try:
                     self.stop_process(name)

@@ -27,6 +27,7 @@ import zmq
 
 from config.settings import Settings
 from router import protocol
+from router.curve import secure_client
 from router.errors import ProtocolError
 from workers.handler import RequestHandler
 
@@ -82,6 +83,7 @@ class Worker:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self.identity)
         sock.setsockopt(zmq.LINGER, 0)
+        secure_client(sock, self.settings)
         sock.connect(self.settings.backend)
         self._sock = sock
         self._send(protocol.REGISTER, self.state())
@@ -96,7 +98,11 @@ class Worker:
     def _send(self, command: bytes, header: dict[str, Any], payload: bytes | None = None) -> None:
         if self._sock is None:
             return
-        self._sock.send_multipart(protocol.encode(command, header, payload), copy=False)
+        try:  # never block: with no usable router connection a DEALER send would hang
+            self._sock.send_multipart(protocol.encode(command, header, payload), zmq.NOBLOCK,
+                                      copy=False)
+        except zmq.Again:
+            log.debug("router not reachable; %s dropped", protocol.COMMANDS.get(command))
         self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
 
     # --- main loop ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from config.settings import Settings
 from router import protocol
+from router.curve import secure_client
 from router.errors import Busy, ProtocolError, TileRouterError, Timeout, Unavailable
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class RouterClient:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, MAX_PENDING)
         sock.setsockopt(zmq.RCVHWM, MAX_PENDING)
+        secure_client(sock, self.settings)
         sock.connect(self.settings.frontend)
         self._sock = sock
         self._last_heard = time.monotonic()
@@ -86,9 +88,13 @@ class RouterClient:
         self._pending[rid] = fut
         header = {**request, "rid": rid, "timeout": timeout}
         try:
-            assert self._sock is not None
-            await self._sock.send_multipart(protocol.encode(protocol.REQUEST, header),
-                                            copy=False)
+            if self._sock is None:
+                raise Unavailable("router connection closed")
+            try:  # never await a send: with no router peer a DEALER send waits forever
+                await self._sock.send_multipart(protocol.encode(protocol.REQUEST, header),
+                                                flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                raise Unavailable("router not reachable") from None
             # the router answers timeouts itself; this backstop covers a lost router
             return await asyncio.wait_for(fut, timeout + self.settings.heartbeat_expiry + 1)
         except TimeoutError:
@@ -124,7 +130,8 @@ class RouterClient:
             sock = self._sock
             if sock is not None:
                 with contextlib.suppress(zmq.ZMQError):
-                    await sock.send_multipart(protocol.encode(protocol.HEARTBEAT, {}))
+                    await sock.send_multipart(protocol.encode(protocol.HEARTBEAT, {}),
+                                              flags=zmq.NOBLOCK)
             silent = time.monotonic() - self._last_heard
             if silent > self.settings.heartbeat_expiry and self.available:
                 log.warning("router silent for %.1fs: failing %d requests, reconnecting",

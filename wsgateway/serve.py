@@ -107,12 +107,21 @@ def ensure_demo_slides(directory: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tilerouter", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    keys = sub.add_parser("keys", help="make CURVE key pairs for router, worker, gateway")
+    keys.add_argument("directory")
     for name, help_text in (("serve", "serve a slide directory"),
                             ("demo", "generate the demo slide if missing, then serve it")):
         p = sub.add_parser(name, help=help_text)
         add_arguments(p)
         p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     ns = parser.parse_args(argv)
+    if ns.command == "keys":
+        from router.curve import make_keys
+
+        make_keys(ns.directory)
+        sys.stdout.write(f"CURVE keys written to {ns.directory} (clients authorised in "
+                         f"{os.path.join(ns.directory, 'authorized')})\n")
+        return 0
     values = {k: v for k, v in vars(ns).items() if k not in ("command", "no_browser")}
     if ns.command == "demo" and values.get("slides") is None:
         values["slides"] = DEMO_DIR
