@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_FACTOR = 32
 _STOP = None
+# Fault injection for tests only: a slide that crashes OpenSlide hard cannot be made on
+# demand, so this env var makes the worker die (os._exit) on requests for one slide.
+_CRASH_SLIDE = os.environ.get("TILEROUTER_TEST_CRASH_SLIDE")
 
 
 class Worker:
@@ -194,6 +197,8 @@ class Worker:
             request = self._requests.get()
             if request is _STOP:
                 return
+            if _CRASH_SLIDE and request.get("slide") == _CRASH_SLIDE:
+                os._exit(70)  # simulated native crash (see _CRASH_SLIDE)
             reply, payload = self.handler.safe_handle(request)
             self.served += 1
             if not reply.get("ok"):
