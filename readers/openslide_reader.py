@@ -11,6 +11,7 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, UnidentifiedImageError
 
 from readers.base import SlideReader
+from readers.passthrough import PassthroughIndex
 from router.errors import BadSlide, OutOfRange, SlideNotFound
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class OpenSlideReader(SlideReader):
         limit_bounds: bool = True,
         cache: openslide.OpenSlideCache | None = None,
         name: str = "",
+        passthrough: bool = True,
     ) -> None:
         self.path = path
         self.name = name or path
@@ -74,6 +76,10 @@ class OpenSlideReader(SlideReader):
             raise BadSlide(f"cannot tile {self.name!r}: {exc}") from None
         self.tile_size = tile_size
         self.overlap = overlap
+        # stored JPEG tiles served as-is where they are exactly the DeepZoom tile
+        self._passthrough = (
+            PassthroughIndex.build(path, self._slide, self._dz, tile_size, limit_bounds)
+            if passthrough and overlap == 0 else None)
 
     @property
     def slide(self) -> openslide.AbstractSlide:
@@ -117,6 +123,10 @@ class OpenSlideReader(SlideReader):
 
     def tile(self, level: int, col: int, row: int, fmt: str, quality: int) -> bytes:
         self.check_tile(level, col, row)
+        if fmt == "jpeg" and self._passthrough is not None:
+            stored = self._passthrough.stored_tile(level, col, row)
+            if stored is not None:
+                return stored
         try:
             return encode_image(self._dz.get_tile(level, (col, row)), fmt, quality)
         except _READ_ERRORS as exc:
@@ -137,6 +147,8 @@ class OpenSlideReader(SlideReader):
 
     def close(self) -> None:
         self._slide.close()
+        if self._passthrough is not None:
+            self._passthrough.close()
 
 
 def _float(value: str | None) -> float | None:
