@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import System, free_port, wait_for
+from tests.helpers import REPO, System, free_port, wait_for
 
 
 def _ip(*args: str) -> None:
@@ -62,8 +62,8 @@ def test_link_down_and_up_between_router_and_worker_host(
         # the worker host: the launcher runs inside the namespace
         log = open(sysm.rundir / "workers.log", "ab")  # noqa: SIM115
         sysm.procs["workers"] = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "workers.launcher"], env=sysm.env, cwd=Path(__file__).parents[2],
-            stdout=log, stderr=subprocess.STDOUT)
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "workers.launcher"],
+            env=sysm.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         sysm.wait_ready()
         ws = sysm.ws()
         try:
