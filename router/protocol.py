@@ -36,8 +36,10 @@ COMMANDS = {REQUEST: "REQUEST", REPLY: "REPLY", REGISTER: "REGISTER",
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_SLIDE_PATH = 1024
-OPS = ("tile", "info", "list", "associated")
+OPS = ("tile", "info", "list", "associated", "region")
 TILE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
+REGION_QUALITIES = ("default", "color", "gray", "bitonal")
+MAX_REGION_EDGE = 65500  # largest output edge of a "region" (JPEG stops at 65535)
 
 Payload = bytes | zmq.Frame | memoryview
 
@@ -147,6 +149,27 @@ def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
         req["size"] = (
             _int(obj, "size", 16, max_associated_size) if "size" in obj else 256
         )
+    elif op == "region":  # level-0 rectangle scaled to out_w x out_h (IIIF, readers/region.py)
+        for key in ("x", "y"):
+            req[key] = _int(obj, key, 0, 1 << 31)
+        for key in ("w", "h"):
+            req[key] = _int(obj, key, 1, 1 << 31)
+        for key in ("out_w", "out_h"):
+            req[key] = _int(obj, key, 1, MAX_REGION_EDGE)
+        req["format"] = obj.get("format", "jpeg")
+        if not isinstance(req["format"], str) or req["format"] not in TILE_FORMATS:
+            raise BadRequest(f"field 'format' must be one of {', '.join(TILE_FORMATS)}")
+        req["quality"] = obj.get("quality", "default")
+        if req["quality"] not in REGION_QUALITIES:
+            raise BadRequest(f"field 'quality' must be one of {', '.join(REGION_QUALITIES)}")
+        rotation = obj.get("rotation", 0)
+        if (isinstance(rotation, bool) or not isinstance(rotation, (int, float))
+                or not 0 <= rotation < 360):
+            raise BadRequest("field 'rotation' must be a number of degrees in [0, 360)")
+        req["rotation"] = rotation
+        req["mirror"] = obj.get("mirror", False)
+        if not isinstance(req["mirror"], bool):
+            raise BadRequest("field 'mirror' must be a boolean")
     return req
 
 

@@ -11,6 +11,7 @@ import openslide
 from config.settings import Settings
 from readers.openslide_reader import OpenSlideReader
 from readers.paths import list_slides, normalize_slide_path, resolve_slide_path
+from readers.region import RegionRequest, render_region
 from router.errors import BadSlide, TileRouterError
 from router.protocol import TILE_FORMATS, check_request
 from workers.reader_cache import ReaderCache
@@ -38,7 +39,8 @@ class RequestHandler:
         if s.open_latency:  # simulates slow storage so benchmarks price opens realistically
             time.sleep(s.open_latency)
         return OpenSlideReader(path, tile_size=s.tile_size, overlap=s.overlap,
-                               limit_bounds=s.limit_bounds, cache=self._osr_cache, name=slide)
+                               limit_bounds=s.limit_bounds, cache=self._osr_cache, name=slide,
+                               passthrough=s.passthrough)
 
     def handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         req = check_request(request, self.settings.max_associated_size)
@@ -51,6 +53,8 @@ class RequestHandler:
                 return self._tile(slide, req)
             if op == "info":
                 return {"ok": True, **self.readers.get(slide).describe()}, None
+            if op == "region":
+                return self._region(slide, req)
             return self._associated(slide, req)
         except BadSlide:
             self.readers.drop(slide)
@@ -69,6 +73,25 @@ class RequestHandler:
         else:
             header["cached"] = True
         return header, data
+
+    def _region(self, slide: str, req: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """IIIF pixels (readers/region.py); cached with the pyramid level as a first byte."""
+        quality = self.settings.tile_quality
+        key = (slide, "region", req["x"], req["y"], req["w"], req["h"], req["out_w"],
+               req["out_h"], req["rotation"], req["mirror"], req["quality"], req["format"],
+               quality)
+        header: dict[str, Any] = {"ok": True, "mime": TILE_FORMATS[req["format"]]}
+        data = self.tiles.get(key)
+        if data is None:
+            image, level, _ = render_region(
+                self.readers.get(slide).slide, RegionRequest.from_request(req),
+                self.settings.iiif_max_area, quality)
+            data = bytes([level]) + image
+            self.tiles.put(key, data)
+        else:
+            header["cached"] = True
+        header["level"] = data[0]
+        return header, data[1:]
 
     def _associated(self, slide: str, req: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         key = (slide, "associated", req["name"], req["size"])

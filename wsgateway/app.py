@@ -10,7 +10,7 @@ import tornado.web
 
 from config.settings import Settings
 from router.errors import TileRouterError
-from wsgateway import http
+from wsgateway import http, iiif
 from wsgateway.auth import COOKIE, OPEN, Authorizer, Grant
 from wsgateway.hot_tiles import HotTiles
 from wsgateway.relay import Reply, RouterClient
@@ -93,6 +93,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
             (rf"/dz/{slide}\.dzi", http.DziHandler, g),
             (rf"/dz/{slide}_files/(\d+)/(\d+)_(\d+)\.(jpeg|jpg|png)", http.TileHandler, g),
             (r"/assoc/([A-Za-z0-9_.-]+)/(.+)", http.AssociatedHandler, g),
+            *iiif.routes(gateway),
             (r"/osd/(.*)", tornado.web.StaticFileHandler,
              {"path": find_viewer_assets(gateway.settings.viewer_assets)}),
         ],

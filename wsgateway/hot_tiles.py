@@ -14,17 +14,14 @@ from cachetools import LRUCache
 
 from wsgateway.relay import Reply
 
-CACHEABLE_OPS = ("tile", "associated")
+CACHEABLE_OPS = ("tile", "associated", "region")
 
 
 def cache_key(request: dict[str, Any]) -> Hashable | None:
-    op = request.get("op")
-    if op == "tile":
-        return ("tile", request["slide"], request["level"], request["col"], request["row"],
-                request.get("format"))
-    if op == "associated":
-        return ("associated", request["slide"], request["name"], request["size"])
-    return None
+    """Image requests are keyed by every (validated, scalar) field; others aren't cached."""
+    if request.get("op") not in CACHEABLE_OPS:
+        return None
+    return tuple(sorted(request.items()))
 
 
 class HotTiles:

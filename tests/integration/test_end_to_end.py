@@ -13,7 +13,7 @@ import websocket
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
-from tests.helpers import System
+from tests.helpers import System, wait_for
 
 
 def _expected(path: Path, level: int, col: int, row: int) -> Image.Image:
@@ -228,8 +228,10 @@ def test_stats_on_gateway_and_router_port(system: System) -> None:
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{system.settings.stats_port}/stats", timeout=5) as resp:
             return json.loads(resp.read())
-    direct = router_stats()
-    assert len(direct["workers"]) == 2 and "routing" in direct
+    # the router publishes its HTTP snapshot once per heartbeat interval
+    direct = wait_for(lambda: (d := router_stats()) and len(d["workers"]) == 2 and d, 5,
+                      what="router stats port showing both workers")
+    assert "routing" in direct
 
 
 def test_identical_requests_cause_one_render(system: System) -> None:

@@ -1,0 +1,190 @@
+"""Render a level-0 region of a slide at any output size, from the best pyramid level.
+
+The IIIF Image API (``wsgateway/iiif.py``) resolves every URL to one ``region`` request:
+a level-0 rectangle ``x, y, w, h``, an output size ``out_w x out_h``, then mirroring,
+rotation, quality and format. This module does the pixel work on a worker:
+
+1. pick the pyramid level with ``get_best_level_for_downsample(min(w/out_w, h/out_h))``
+   (never level 0 for a small output),
+2. ``read_region`` the level pixels covering the rectangle, composite them on the
+   slide's background colour (as ``DeepZoomGenerator`` does),
+3. one Pillow LANCZOS resize of the exact (fractional) rectangle to the output size,
+4. mirror, rotate (multiples of 90 exactly; other angles bicubic, expanded, transparent
+   corners in PNG and background-coloured in JPEG), convert quality, encode.
+
+Both the output and the pixels read from the chosen level are bounded, so a request
+can never make a worker allocate a gigapixel image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import openslide
+from PIL import Image
+
+from router.errors import BadRequest, BadSlide, MessageTooLarge
+from router.protocol import REGION_QUALITIES, TILE_FORMATS
+
+# Pixels read from the chosen level may be this many times the output limit: enough
+# for any output within the limit from a pyramid with 4x steps, or from level 0 when
+# a region is only slightly reduced; a slide without a pyramid cannot be shrunk whole.
+READ_AREA_FACTOR = 4
+
+_READ_ERRORS = (openslide.OpenSlideError, OSError, ValueError)
+
+
+@dataclass(frozen=True, slots=True)
+class RegionRequest:
+    """A validated ``region`` op (see ``router.protocol.check_request``)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    out_w: int
+    out_h: int
+    fmt: str = "jpeg"
+    quality: str = "default"
+    rotation: float = 0.0
+    mirror: bool = False
+
+    @classmethod
+    def from_request(cls, req: dict) -> RegionRequest:
+        return cls(req["x"], req["y"], req["w"], req["h"], req["out_w"], req["out_h"],
+                   req.get("format") or "jpeg", req.get("quality") or "default",
+                   float(req.get("rotation") or 0), bool(req.get("mirror")))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """What to read: ``slide.read_region(location, level, size)``, then resize ``box``."""
+
+    level: int
+    location: tuple[int, int]
+    size: tuple[int, int]
+    box: tuple[float, float, float, float]
+
+
+def clip_region(dims: tuple[int, int], x: int, y: int, w: int, h: int
+                ) -> tuple[int, int, int, int]:
+    """The rectangle cropped at the image's edges; BadRequest if nothing is left."""
+    width, height = dims
+    if w <= 0 or h <= 0:
+        raise BadRequest("region width and height must be positive")
+    if x >= width or y >= height or x < 0 or y < 0:
+        raise BadRequest(f"region {x},{y},{w},{h} lies outside the {width}x{height} image")
+    return x, y, min(w, width - x), min(h, height - y)
+
+
+def plan_read(slide: openslide.AbstractSlide, x: int, y: int, w: int, h: int,
+              out_w: int, out_h: int) -> ReadPlan:
+    """The level and level-pixel rectangle to read for a level-0 region (already clipped).
+
+    The downsample is the smaller of the two axes' so neither axis is upsampled from a
+    coarser level than needed (``w,h`` requests may distort).
+    """
+    downsample = min(w / out_w, h / out_h)
+    level = slide.get_best_level_for_downsample(downsample) if downsample > 1 else 0
+    lds = slide.level_downsamples[level]
+    lw, lh = slide.level_dimensions[level]
+    # level-pixel rectangle covering the region, aligned to the level's pixel grid
+    ix0, iy0 = min(math.floor(x / lds), lw - 1), min(math.floor(y / lds), lh - 1)
+    ix1 = max(min(math.ceil((x + w) / lds), lw), ix0 + 1)
+    iy1 = max(min(math.ceil((y + h) / lds), lh), iy0 + 1)
+    size = (ix1 - ix0, iy1 - iy0)
+    box = (x / lds - ix0, y / lds - iy0,
+           min((x + w) / lds - ix0, size[0]), min((y + h) / lds - iy0, size[1]))
+    return ReadPlan(level, (round(ix0 * lds), round(iy0 * lds)), size, box)
+
+
+def render_region(slide: openslide.AbstractSlide, req: RegionRequest, max_area: int,
+                  jpeg_quality: int = 75) -> tuple[bytes, int, tuple[int, int]]:
+    """Encoded image, the pyramid level it was read from, and its final pixel size.
+
+    BadRequest (too_large) for outputs over ``max_area`` or reads over
+    ``READ_AREA_FACTOR * max_area``; BadSlide for unreadable slide data.
+    """
+    if req.out_w * req.out_h > max_area:
+        raise MessageTooLarge(
+            f"output {req.out_w}x{req.out_h} exceeds the limit of {max_area} pixels")
+    if req.quality not in REGION_QUALITIES:
+        raise BadRequest(f"quality must be one of {', '.join(REGION_QUALITIES)}")
+    if req.fmt not in TILE_FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(TILE_FORMATS)}")
+    x, y, w, h = clip_region(slide.dimensions, req.x, req.y, req.w, req.h)
+    plan = plan_read(slide, x, y, w, h, req.out_w, req.out_h)
+    if plan.size[0] * plan.size[1] > READ_AREA_FACTOR * max_area:
+        raise MessageTooLarge(
+            f"region {x},{y},{w},{h} needs {plan.size[0]}x{plan.size[1]} pixels read at "
+            f"level {plan.level}; the limit is {READ_AREA_FACTOR * max_area}")
+    try:
+        image = read_plan(slide, plan, (req.out_w, req.out_h))
+    except _READ_ERRORS as exc:
+        raise BadSlide(f"read error: {exc}") from None
+    image = transform(image, req.rotation, req.mirror, req.quality, req.fmt,
+                      background(slide))
+    return encode(image, req.fmt, jpeg_quality), plan.level, image.size
+
+
+def background(slide: openslide.AbstractSlide) -> tuple[int, int, int]:
+    hexcolor = slide.properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+    try:
+        value = int(hexcolor, 16)
+    except ValueError:
+        value = 0xFFFFFF
+    return (value >> 16) & 255, (value >> 8) & 255, value & 255
+
+
+def read_plan(slide: openslide.AbstractSlide, plan: ReadPlan,
+              out: tuple[int, int]) -> Image.Image:
+    """RGB pixels of the planned rectangle, resized to ``out``."""
+    tile = slide.read_region(plan.location, plan.level, plan.size)
+    bg = Image.new("RGB", tile.size, background(slide))
+    image = Image.composite(tile, bg, tile)
+    if out == plan.size and plan.box == (0, 0, plan.size[0], plan.size[1]):
+        return image
+    return image.resize(out, Image.Resampling.LANCZOS, box=plan.box)
+
+
+def transform(image: Image.Image, rotation: float, mirror: bool, quality: str, fmt: str,
+              fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Mirror, then rotate clockwise, then apply the IIIF quality (spec order)."""
+    if mirror:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    rotation = rotation % 360
+    if rotation == 90:
+        image = image.transpose(Image.Transpose.ROTATE_270)
+    elif rotation == 180:
+        image = image.transpose(Image.Transpose.ROTATE_180)
+    elif rotation == 270:
+        image = image.transpose(Image.Transpose.ROTATE_90)
+    elif rotation:
+        if fmt == "png":  # transparent corners, as the spec recommends
+            image = image.convert("RGBA").rotate(-rotation, Image.Resampling.BICUBIC,
+                                                 expand=True, fillcolor=(0, 0, 0, 0))
+        else:
+            image = image.rotate(-rotation, Image.Resampling.BICUBIC, expand=True,
+                                 fillcolor=fill)
+    if quality == "gray":
+        image = image.convert("LA" if image.mode == "RGBA" else "L")
+    elif quality == "bitonal":
+        if image.mode == "RGBA":
+            flat = Image.new("RGB", image.size, fill)
+            flat.paste(image, mask=image.getchannel("A"))
+            image = flat
+        image = image.convert("L").convert("1", dither=Image.Dither.NONE)
+    return image
+
+
+def encode(image: Image.Image, fmt: str, jpeg_quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("L" if image.mode in ("1", "LA") else "RGB")
+        image.save(buf, "jpeg", quality=jpeg_quality)
+    else:
+        image.save(buf, "png", compress_level=1)
+    return buf.getvalue()
