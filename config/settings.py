@@ -165,7 +165,9 @@ def _validate(s: Settings) -> None:
     need(bool(s.tls_cert) == bool(s.tls_key), "tls_key", "tls_cert and tls_key go together")
     for name in ("frontend", "backend"):
         ep = getattr(s, name)
-        need(ep.split("://", 1)[0] in ("tcp", "ipc", "inproc"), name, "must be tcp://, ipc://")
+        scheme, sep, rest = ep.partition("://")
+        need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc"), name,
+             "must be tcp://HOST:PORT or ipc://PATH")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")
 
 

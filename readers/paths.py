@@ -20,7 +20,7 @@ def normalize_slide_path(rel: str) -> str:
     Syntax only: absolute paths, ``..``, empty or ``.`` components, backslashes and
     control characters are refused. Symlinks are checked by ``resolve_slide_path``.
     """
-    if any(ord(ch) < 32 for ch in rel) or "\\" in rel:
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in rel) or "\\" in rel:
         raise Forbidden("slide path contains control characters or backslashes")
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         raise Forbidden("slide path must be relative to the slide root")
@@ -58,5 +58,7 @@ def list_slides(root: str) -> list[dict[str, object]]:
             rel = os.path.relpath(full, real_root).replace(os.sep, "/")
             found.append({"path": rel, "name": name, "size": os.path.getsize(real)})
             if len(found) >= MAX_LISTED:
-                return found
-    return found
+                break
+        if len(found) >= MAX_LISTED:
+            break
+    return sorted(found, key=lambda s: str(s["path"]))

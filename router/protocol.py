@@ -94,8 +94,8 @@ def parse(frames: list[Any], routed: bool = False) -> Message:
         raise ProtocolError(f"header of {len(raw_header)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
         header = json.loads(raw_header)
-    except (UnicodeDecodeError, ValueError):
-        raise ProtocolError("header is not valid JSON") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ProtocolError("header is not valid JSON (or nested too deeply)") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
     payload = frames[3] if len(frames) == 4 else None
@@ -141,13 +141,14 @@ def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
             req[key] = _int(obj, key, 0, 1 << 31)
         fmt = obj.get("format", None)
         if fmt is not None:
-            if fmt not in TILE_FORMATS:
+            if not isinstance(fmt, str) or fmt not in TILE_FORMATS:
                 raise BadRequest(f"field 'format' must be one of {', '.join(TILE_FORMATS)}")
             req["format"] = fmt
     elif op == "associated":
         req["name"] = _string(obj, "name", 128)
         req["size"] = (
-            _int(obj, "size", 16, max_associated_size) if "size" in obj else 256
+            _int(obj, "size", 16, max_associated_size) if "size" in obj
+            else min(256, max_associated_size)
         )
     elif op == "region":  # level-0 rectangle scaled to out_w x out_h (IIIF, readers/region.py)
         for key in ("x", "y"):

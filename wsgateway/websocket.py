@@ -73,8 +73,8 @@ class TileSocketHandler(WebSocketHandler):
                     f"message over {self.gateway.settings.max_message_bytes} bytes")
             try:
                 obj = json.loads(message)
-            except ValueError:
-                raise BadRequest("message is not valid JSON") from None
+            except (ValueError, RecursionError):
+                raise BadRequest("message is not valid JSON (or nested too deeply)") from None
             if isinstance(obj, dict):
                 rid = check_client_id(obj)
             request = check_request(obj, self.gateway.settings.max_associated_size)
