@@ -112,29 +112,89 @@ def write_demo_slide(
     seed: int = 0,
     quality: int = 85,
     mpp: float = 0.25,
+    aperio: bool = False,
 ) -> str:
-    """Write a tiled JPEG pyramidal TIFF (levels down to <= 2 tiles wide); return its path."""
+    """Write a tiled JPEG pyramidal TIFF (levels down to <= 2 tiles wide); return its path.
+
+    ``aperio=True`` writes the Aperio SVS layout instead (Aperio ImageDescription with
+    MPP and AppMag, a stripped thumbnail after level 0, then the levels, then label and
+    macro images), so OpenSlide reports vendor ``aperio`` with associated images.
+    """
     rng = np.random.default_rng(seed)
     maps, tex = _tissue_map(width, height, rng), _texture(rng)
-    res = 10000.0 / mpp  # pixels per centimetre -> openslide.mpp-x
+    res = 10000.0 / mpp  # pixels per centimetre -> openslide.mpp-x (generic TIFF)
     path = os.fspath(path)
     tmp = path + ".part"
     with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
         down = 1
         while True:
             lw, lh = -(-width // down), -(-height // down)
+            if aperio:
+                desc = (f"Aperio Image Library vDEMO\r\n{width}x{height} ({tile}x{tile}) "
+                        f"JPEG/RGB Q={quality}|AppMag = 40|MPP = {mpp}") if down == 1 else \
+                    f"Aperio Image Library vDEMO\r\n{lw}x{lh} ({tile}x{tile}) -> {lw}x{lh}"
+            else:
+                desc = f"tilerouter demo slide {width}x{height} seed={seed}" if down == 1 \
+                    else None
             tif.write(
                 _tiles(maps, tex, width, height, down, tile),
                 shape=(lh, lw, 3), dtype=np.uint8, tile=(tile, tile),
                 compression="jpeg", compressionargs={"level": quality},
-                photometric="rgb", subfiletype=1 if down > 1 else 0, metadata=None,
-                resolution=(res / down, res / down), resolutionunit="CENTIMETER",
-                description=f"tilerouter demo slide {width}x{height} seed={seed}" if down == 1
-                else None,
+                photometric="rgb", subfiletype=1 if down > 1 and not aperio else 0,
+                metadata=None, resolution=(res / down, res / down),
+                resolutionunit="CENTIMETER", description=desc,
             )
+            if aperio and down == 1:
+                thumb = _visible(maps[0], width, height).resize(
+                    (max(1, width // 32), max(1, height // 32)))
+                tif.write(np.asarray(thumb), photometric="rgb", compression="jpeg",
+                          metadata=None, subfiletype=0,
+                          description=f"Aperio Image Library vDEMO\r\n{width}x{height} -> "
+                                      f"{thumb.width}x{thumb.height}")
             if max(lw, lh) <= 2 * tile:
                 break
             down *= 2
+        if aperio:
+            for name, image in (("label", _label_image(seed)),
+                                ("macro", _macro_image(_visible(maps[0], width, height)))):
+                tif.write(image, photometric="rgb", compression="lzw", metadata=None,
+                          subfiletype=1 if name == "label" else 9,
+                          description=f"Aperio Image Library vDEMO\r\n{name} "
+                                      f"{image.shape[1]}x{image.shape[0]}")
     os.replace(tmp, path)
     log.info("wrote demo slide %s (%dx%d)", path, width, height)
     return path
+
+
+def _visible(colour_map: Image.Image, width: int, height: int) -> Image.Image:
+    """The part of the coarse map that covers the image (the map has room for edges)."""
+    return colour_map.crop((0, 0, max(1, width // _LOWRES), max(1, height // _LOWRES)))
+
+
+def _label_image(seed: int) -> np.ndarray:
+    """A slide label: white card, a coloured stripe and bar-code-like marks."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (420, 400), (250, 250, 246))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 0, 420, 60), fill=(60, 110, 190))
+    rng = np.random.default_rng(seed)
+    x = 40
+    while x < 380:
+        w = int(rng.integers(2, 7))
+        draw.rectangle((x, 110, x + w, 230), fill=(20, 20, 20))
+        x += w + int(rng.integers(2, 6))
+    draw.text((40, 260), f"TILEROUTER DEMO  #{seed:04d}", fill=(20, 20, 20))
+    draw.text((40, 300), "H&E  40x  synthetic", fill=(20, 20, 20))
+    return np.asarray(img)
+
+
+def _macro_image(colour_map: Image.Image) -> np.ndarray:
+    """The whole glass slide at low power: the tissue on a pale slide with a label end."""
+    glass = Image.new("RGB", (1280, 430), (236, 238, 240))
+    scale = min(880 / colour_map.width, 400 / colour_map.height)
+    tissue = colour_map.resize((max(1, round(colour_map.width * scale)),
+                                max(1, round(colour_map.height * scale))), Image.BILINEAR)
+    glass.paste(tissue, (360 + (880 - tissue.width) // 2, (430 - tissue.height) // 2))
+    glass.paste(Image.fromarray(_label_image(0)).resize((320, 300)), (20, 65))
+    return np.asarray(glass)

@@ -96,12 +96,13 @@ def ensure_demo_slides(directory: str) -> None:
     from readers.demo_slide import write_demo_slide
 
     os.makedirs(os.path.join(directory, "more"), exist_ok=True)
-    wanted = [("demo.tiff", 20000, 15000, 0), (os.path.join("more", "small.tiff"), 6000, 4500, 7)]
-    for name, width, height, seed in wanted:
+    wanted = [("demo.svs", 20000, 15000, 0, True),
+              (os.path.join("more", "small.tiff"), 6000, 4500, 7, False)]
+    for name, width, height, seed, aperio in wanted:
         path = os.path.join(directory, name)
         if not os.path.exists(path):
             log.info("generating demo slide %s (%dx%d)...", path, width, height)
-            write_demo_slide(path, width, height, seed=seed)
+            write_demo_slide(path, width, height, seed=seed, aperio=aperio)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -136,3 +136,22 @@ def test_missing_file_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(SlideNotFound) as info:
         OpenSlideReader(str(tmp_path / "missing.tiff"), name="missing.tiff")
     assert "missing.tiff" in info.value.message
+
+
+def test_aperio_demo_slide_has_vendor_objective_and_associated_images(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The demo's SVS layout: OpenSlide sees an Aperio slide with label and macro."""
+    from readers.demo_slide import write_demo_slide
+
+    path = write_demo_slide(tmp_path_factory.mktemp("svs") / "demo.svs", 1200, 900,
+                            aperio=True)
+    reader = OpenSlideReader(path)
+    try:
+        info = reader.describe()
+        assert info["vendor"] == "aperio"
+        assert info["objective_power"] == "40" and info["mpp_x"] == pytest.approx(0.25)
+        assert {"label", "macro", "thumbnail"} <= set(info["associated"])
+        assert info["level_dimensions"][0] == [1200, 900]
+        assert reader.associated("label", 64)[:2] == b"\xff\xd8"
+    finally:
+        reader.close()
