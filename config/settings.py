@@ -67,6 +67,9 @@ class Settings:
     heartbeat_liveness: int = field(default=3, metadata={"help": "missed beats before dead"})
     max_queue: int = field(default=10000, metadata={"help": "requests waiting in the router"})
     max_retries: int = field(default=1, metadata={"help": "re-sends after a worker dies"})
+    prefetch: bool = field(
+        default=True, metadata={"help": "idle workers render neighbours of requested tiles"}
+    )
     drain_timeout: float = field(
         default=5.0, metadata={"help": "seconds to finish in-flight work on SIGTERM"}
     )

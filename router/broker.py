@@ -30,6 +30,7 @@ from router.errors import (
     WorkerLost,
 )
 from router.policy import make_policy
+from router.prefetch import Prefetcher
 from router.registry import Registry, Task, WorkerState
 from router.waiting import WaitQueue
 
@@ -39,6 +40,7 @@ MAX_BATCH = 256  # messages drained from one socket before looking at the other
 MAX_CAPACITY = 64
 QUARANTINE_STRIKES = 2  # tasks that each killed two workers before the slide is refused
 QUARANTINE_SECONDS = 300.0
+PREFETCH_DEADLINE = 2.0
 
 
 def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
@@ -63,6 +65,7 @@ class Broker:
         self.registry = Registry()
         self.queue = WaitQueue()
         self.policy = make_policy(settings.policy)
+        self.prefetcher = Prefetcher() if settings.prefetch else None
         self.counters: Counter[str] = Counter()
         self.strikes: Counter[str] = Counter()
         self.quarantined: dict[str, float] = {}
@@ -221,7 +224,9 @@ class Broker:
             del self.quarantined[slide]
             self.strikes.pop(slide, None)
 
-    def _answer_error(self, gateway: bytes, rid: Any, exc: TileRouterError) -> None:
+    def _answer_error(self, gateway: bytes | None, rid: Any, exc: TileRouterError) -> None:
+        if gateway is None:  # a prefetch: nobody is waiting for it
+            return
         self.counters["errors"] += 1
         if isinstance(exc, Timeout):
             self.counters["timeouts"] += 1
@@ -241,9 +246,11 @@ class Broker:
 
     def dispatch(self, worker: WorkerState, task: Task) -> None:
         now = time.monotonic()
-        if task.slide is not None:
+        if task.slide is not None and task.gateway is not None:
             hit = task.slide in worker.reported
             self.counters["affinity_hits" if hit else "affinity_misses"] += 1
+            if self.prefetcher is not None and task.request["op"] == "tile":
+                self.prefetcher.note(worker.identity, task.request)
         self.registry.assign(worker, task, now)
         if not self._send_worker(worker, protocol.REQUEST, task.request):
             self.remove_worker(worker.identity, "unreachable")
@@ -309,7 +316,7 @@ class Broker:
     def _forward_reply(self, worker: WorkerState, msg: protocol.Message, now: float) -> None:
         tid = msg.header.get("tid")
         task = self.registry.release(worker, tid, now) if isinstance(tid, int) else None
-        if task is None or task.answered:
+        if task is None or task.answered or task.gateway is None:
             return
         reply = msg.header.get("r")
         if not isinstance(reply, dict):
@@ -323,17 +330,33 @@ class Broker:
                            msg.payload)
 
     def fill(self, worker: WorkerState) -> None:
-        """Give a worker with room the waiting work the policy picks for it."""
+        """Give a worker with room the waiting work the policy picks for it; an idle
+        worker with nothing waiting anywhere gets one prefetch."""
         while self.registry.get(worker.identity) is worker:
             task = self.policy.take(worker, self.queue)
             if task is None:
+                self._prefetch(worker)
                 return
             self.dispatch(worker, task)
+
+    def _prefetch(self, worker: WorkerState) -> None:
+        if (self.prefetcher is None or not worker.idle or len(self.queue)
+                or self.stop.is_set()):
+            return
+        request = self.prefetcher.next_for(worker.identity)
+        if request is not None:
+            self.counters["prefetches"] += 1
+            tid = next(self._tids)
+            request.update(tid=tid, prefetch=True)
+            self.dispatch(worker, Task(tid, None, None, request, request["slide"],
+                                       time.monotonic() + PREFETCH_DEADLINE))
 
     def remove_worker(self, identity: bytes, reason: str) -> None:
         worker = self.registry.remove(identity)
         if worker is None:
             return
+        if self.prefetcher is not None:
+            self.prefetcher.forget(identity)
         self.counters["worker_deaths" if reason != "disconnected" else "worker_leaves"] += 1
         log.warning("worker %s removed (%s) with %d in flight",
                     identity.decode(errors="replace"), reason, len(worker.inflight))
@@ -344,7 +367,7 @@ class Broker:
                 if task.crashes >= 2 and task.slide is not None:
                     self._strike(task.slide)
             task.worker = None
-            if task.answered:
+            if task.answered or task.gateway is None:  # prefetches are not retried
                 continue
             task.attempts += 1
             if task.attempts > self.settings.max_retries:
@@ -422,6 +445,7 @@ class Broker:
                 "affinity_hits": c["affinity_hits"],
                 "affinity_misses": c["affinity_misses"],
                 "retries": c["retries"],
+                "prefetches": c["prefetches"],
                 "busy": c["busy"],
                 "worker_deaths": c["worker_deaths"],
                 "malformed": c["malformed"],

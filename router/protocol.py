@@ -139,6 +139,8 @@ def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
     if op == "tile":
         for key in ("level", "col", "row"):
             req[key] = _int(obj, key, 0, 1 << 31)
+        if obj.get("prefetch") is True:  # render into the cache, reply without bytes
+            req["prefetch"] = True
         fmt = obj.get("format", None)
         if fmt is not None:
             if not isinstance(fmt, str) or fmt not in TILE_FORMATS:

@@ -13,7 +13,7 @@ class Task:
     """One client request travelling through the router."""
 
     tid: int
-    gateway: bytes
+    gateway: bytes | None  # None: a prefetch nobody waits for
     rid: Any
     request: dict[str, Any]
     slide: str | None

@@ -65,6 +65,12 @@ class RequestHandler:
         fmt = req.get("format") or self.settings.tile_format
         quality = self.settings.tile_quality
         key = (slide, req["level"], req["col"], req["row"], fmt, quality)
+        if req.get("prefetch"):  # fill the cache quietly: no bytes back, no hit/miss counted
+            if key not in self.tiles:
+                reader = self.readers.get(slide)
+                self.tiles.put(key, reader.tile(req["level"], req["col"], req["row"], fmt,
+                                                quality))
+            return {"ok": True, "prefetched": True}, None
         header = {"ok": True, "mime": TILE_FORMATS[fmt]}
         data = self.tiles.get(key)
         if data is None:

@@ -23,6 +23,9 @@ class TileCache:
             self.hits += 1
         return data
 
+    def __contains__(self, key: Hashable) -> bool:
+        return self._lru is not None and key in self._lru
+
     def put(self, key: Hashable, data: bytes) -> None:
         if self._lru is not None and len(data) <= self._lru.maxsize:
             self._lru[key] = data

@@ -256,3 +256,20 @@ def test_identical_requests_cause_one_render(system: System) -> None:
     saved = (gw_after["coalesced"] + gw_after["hot_hits"]
              - gw_before["coalesced"] - gw_before["hot_hits"])
     assert saved == 9
+
+
+def test_idle_workers_prefetch_neighbours_into_the_holders_cache(system: System) -> None:
+    """After a tile is served, its neighbours are rendered while the worker is idle, so
+    the next pan step is a tile-cache hit on the same worker."""
+    before = system.stats()["routing"]["prefetches"]
+    ws = system.ws()
+    try:
+        assert ws.tile("a.tiff", 12, 9, 6)[0]["ok"] is True
+        wait_for(lambda: system.stats()["routing"]["prefetches"] >= before + 4
+                 and all(w["inflight"] == 0 for w in system.stats()["workers"]),
+                 10, what="neighbours prefetched")
+        header, data = ws.tile("a.tiff", 12, 10, 6)
+        assert header["ok"] is True and header.get("cached") is True
+        assert data[:2] == b"\xff\xd8"
+    finally:
+        ws.close()
