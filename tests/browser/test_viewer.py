@@ -8,7 +8,6 @@ the URL hash, reconnecting after the gateway restarts, and a screenshot.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -275,8 +274,4 @@ def test_live_panel_and_screenshot(page: Any, server: Server) -> None:
     artifacts.mkdir(exist_ok=True)
     shot = artifacts / "viewer.png"
     page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 20_000
-    docs = REPO / "docs"
-    docs.mkdir(exist_ok=True)
-    shutil.copyfile(shot, docs / "viewer.png")
-    assert Path(docs / "viewer.png").exists()
+    assert shot.stat().st_size > 20_000  # docs/viewer.png is taken from the demo by hand
