@@ -304,6 +304,7 @@ class Broker:
             worker.host = str(header.get("host", ""))[:255]
             worker.capacity = max(1, min(_int(header.get("capacity"), 1), MAX_CAPACITY))
         worker.served = _int(header.get("served"), worker.served)
+        worker.reader_opens = _int(header.get("opens"), worker.reader_opens)
         cache = header.get("cache")
         if isinstance(cache, dict):
             worker.cache_hits = _int(cache.get("hits"), worker.cache_hits)
@@ -430,6 +431,7 @@ class Broker:
                 "dispatched": w.dispatched,
                 "open_slides": sorted(w.reported),
                 "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses},
+                "reader_opens": w.reader_opens,
                 "busy_seconds": round(busy, 3),
                 "age_seconds": round(now - w.registered, 3),
             })

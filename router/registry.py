@@ -39,6 +39,7 @@ class WorkerState:
     dispatched: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    reader_opens: int = 0
     busy_since: float | None = None
     busy_seconds: float = 0.0
     registered: float = field(default_factory=time.monotonic)

@@ -111,6 +111,7 @@ def test_requests_for_one_slide_stay_on_one_worker(system: System) -> None:
     assert after["affinity_hits"] - before["affinity_hits"] >= 19
     holders = [w for w in stats["workers"] if "sub/b.tiff" in w["open_slides"]]
     assert len(holders) == 1
+    assert holders[0]["reader_opens"] >= 1
 
 
 BAD_REQUESTS = [
