@@ -12,7 +12,7 @@ from xml.sax.saxutils import quoteattr
 from tornado.web import HTTPError, RequestHandler
 
 from readers.paths import normalize_slide_path
-from router.errors import BadRequest, TileRouterError
+from router.errors import BadRequest, TileRouterError, error_from_wire
 from router.protocol import check_request, payload_bytes
 from wsgateway.auth import COOKIE, OPEN, Grant, token_from
 from wsgateway.relay import Reply
@@ -52,10 +52,7 @@ class RelayHandler(RequestHandler):
         except TileRouterError as exc:
             raise ApiError(exc) from None
         if not reply.header.get("ok"):
-            err = reply.header.get("error") or {}
-            exc = TileRouterError(str(err.get("message", "error")))
-            exc.code = str(err.get("code", "internal"))
-            raise ApiError(exc)
+            raise ApiError(error_from_wire(reply.header.get("error") or {}))
         return reply
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
