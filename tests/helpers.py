@@ -184,6 +184,8 @@ class WSClient:
 
     def recv(self) -> tuple[dict[str, Any], bytes | None]:
         opcode, data = self.sock.recv_data()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise websocket.WebSocketConnectionClosedException(f"closed by server: {data!r}")
         if opcode == websocket.ABNF.OPCODE_BINARY:
             (n,) = struct.unpack(">I", data[:4])
             return json.loads(data[4:4 + n]), data[4 + n:]

@@ -38,6 +38,9 @@ class Gateway:
         self.settings = settings
         self.client = client
         self.connections = 0
+        self.sockets: set[Any] = set()  # open websocket handlers, closed at shutdown
+        self.relaying = 0  # websocket requests accepted and not yet answered
+        self.draining = False
         self.counters: Counter[str] = Counter()
         self.allowed_origins = tuple(
             o.strip() for o in settings.allowed_origins.split(",") if o.strip())

@@ -46,11 +46,18 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     try:
         await stop.wait()
     finally:
-        server.stop()  # no new connections; in-flight relays may still finish
+        # drain: no new connections, new requests answered 'unavailable', and what was
+        # accepted is answered (bounded by drain_timeout); then close with a close frame
+        server.stop()
+        gateway.draining = True
         deadline = loop_time() + settings.drain_timeout
-        while client.pending and loop_time() < deadline:
+        while (gateway.relaying or client.pending) and loop_time() < deadline:
             await asyncio.sleep(0.02)
-        await client.close()
+        await client.close()  # anything still waiting on the router: 'unavailable'
+        while gateway.relaying and loop_time() < deadline + 1:
+            await asyncio.sleep(0.02)
+        for handler in list(gateway.sockets):
+            handler.close(1001, "gateway shutting down")
         log.info("gateway stopped: connections=%d %s", gateway.connections,
                  dict(gateway.counters))
 

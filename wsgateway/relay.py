@@ -71,6 +71,8 @@ class RouterClient:
         self._fail_all(Unavailable("gateway shutting down"))
         if self._sock is not None:
             self._sock.close(linger=0)
+            self._sock = None
+        self.available = False
 
     @property
     def pending(self) -> int:

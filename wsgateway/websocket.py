@@ -17,7 +17,14 @@ from urllib.parse import urlparse
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from readers.paths import normalize_slide_path
-from router.errors import BadRequest, Busy, MessageTooLarge, RateLimited, TileRouterError
+from router.errors import (
+    BadRequest,
+    Busy,
+    MessageTooLarge,
+    RateLimited,
+    TileRouterError,
+    Unavailable,
+)
 from router.protocol import check_client_id, check_request
 from wsgateway.auth import OPEN
 from wsgateway.http import ApiError, authenticate
@@ -57,10 +64,12 @@ class TileSocketHandler(WebSocketHandler):
 
     def open(self) -> None:
         self.gateway.connections += 1
+        self.gateway.sockets.add(self)
         log.debug("websocket open from %s", self.request.remote_ip)
 
     def on_close(self) -> None:
         self.gateway.connections -= 1
+        self.gateway.sockets.discard(self)
         log.debug("websocket closed; %d relays still pending", len(self._relays))
 
     def on_message(self, message: str | bytes) -> None:
@@ -80,6 +89,8 @@ class TileSocketHandler(WebSocketHandler):
             request = check_request(obj, self.gateway.settings.max_associated_size)
             if "slide" in request:
                 request["slide"] = normalize_slide_path(request["slide"])
+            if self.gateway.draining:
+                raise Unavailable("gateway is shutting down; reconnect")
             if self._bucket is not None and not self._bucket.take():
                 raise RateLimited(f"over {self.gateway.settings.max_requests_per_second:g} "
                                   "requests per second on this connection")
@@ -88,9 +99,10 @@ class TileSocketHandler(WebSocketHandler):
                            "requests in flight on this connection")
         except TileRouterError as exc:
             self.gateway.counters["rejected"] += 1
-            self._spawn(self._send(error_body(rid, exc.code, exc.message), binary=False))
+            self._send_now(error_body(rid, exc.code, exc.message))
             return
         self.inflight += 1
+        self.gateway.relaying += 1
         self._spawn(self._relay(rid, request))
 
     def _spawn(self, coro: Any) -> None:
@@ -105,6 +117,10 @@ class TileSocketHandler(WebSocketHandler):
             except TileRouterError as exc:
                 await self._send(error_body(rid, exc.code, exc.message), binary=False)
                 return
+            except Exception as exc:  # a bug must still answer the request
+                log.exception("relaying %r failed", request)
+                await self._send(error_body(rid, "internal", str(exc)), binary=False)
+                return
             header = dict(reply.header)
             header.pop("rid", None)
             header = {"id": rid, **header}
@@ -114,6 +130,14 @@ class TileSocketHandler(WebSocketHandler):
                 await self._send(json.dumps(header), binary=False)
         finally:
             self.inflight -= 1
+            self.gateway.relaying -= 1
+
+    def _send_now(self, message: str) -> None:
+        """Queue a reply at once, so it goes out before any close frame sent after it."""
+        try:
+            self.write_message(message).add_done_callback(_retrieve)
+        except WebSocketClosedError:
+            self.gateway.counters["discarded"] += 1
 
     async def _send(self, message: str | bytes, binary: bool) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
@@ -123,3 +147,8 @@ class TileSocketHandler(WebSocketHandler):
             await self.write_message(message, binary=binary)
         except WebSocketClosedError:
             self.gateway.counters["discarded"] += 1
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a write to a closed connection is expected; don't log it

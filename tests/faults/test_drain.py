@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+import websocket
 
 from tests.helpers import System, wait_for
 
@@ -41,3 +42,41 @@ def test_gateway_sigterm_delivers_pending_replies(fresh_system: System) -> None:
         assert gateway.wait(10) == 0
     finally:
         ws.close()
+
+
+def test_gateway_sigterm_under_load_answers_every_request_then_closes(
+        fresh_system: System) -> None:
+    """A client keeps 4 requests in flight while the gateway is told to stop, and stops
+    sending at the first 'unavailable' (as the viewer does, to re-send after reconnecting):
+    every request sent gets a reply (a tile or 'unavailable') before the close frame."""
+    system = fresh_system
+    ws = system.ws()
+    sent, answered, codes, closed = 0, set(), set(), False
+    gateway = system.procs["gateway"]
+    try:
+        for sent in range(4):
+            ws.send({"id": sent, "op": "tile", "slide": "a.tiff", "level": 12,
+                     "col": sent % 12, "row": sent // 12})
+        sent = 4
+        for _ in range(5000):  # bounded; ends with the close frame
+            try:
+                header, _ = ws.recv()
+            except (websocket.WebSocketConnectionClosedException, OSError):
+                break  # close frame (or the close handshake's echo hit a closed socket)
+            answered.add(header["id"])
+            codes.add("ok" if header["ok"] else header["error"]["code"])
+            if sent == 40:
+                gateway.send_signal(signal.SIGTERM)
+            if sent < 400 and not closed and "unavailable" not in codes:
+                try:
+                    ws.send({"id": sent, "op": "tile", "slide": "a.tiff",
+                             "level": 11 + sent % 2, "col": sent % 6, "row": (sent // 6) % 4})
+                    sent += 1
+                except (BrokenPipeError, ConnectionResetError,
+                        websocket.WebSocketConnectionClosedException):
+                    closed = True  # the server closed first: that request was never sent
+        assert answered == set(range(sent)), sorted(set(range(sent)) - answered)[:10]
+        assert codes <= {"ok", "unavailable"} and "ok" in codes
+        assert gateway.wait(15) == 0
+    finally:
+        ws.sock.close()
