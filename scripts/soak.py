@@ -58,7 +58,7 @@ if str(REPO) not in sys.path:
 import websocket  # noqa: E402
 
 from readers.demo_slide import write_demo_slide  # noqa: E402
-from tests.helpers import System  # noqa: E402
+from tests.helpers import System, child_pids, pid_alive  # noqa: E402
 
 MiB = 1024 * 1024
 RECENT_TILES = 300  # a client does not re-request its last 300 tiles (OpenSeadragon caches)
@@ -354,19 +354,6 @@ class Client(threading.Thread):
 
 # --- processes, RSS ----------------------------------------------------------------------
 
-def children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
 def rss_kib(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -375,14 +362,6 @@ def rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class Sampler(threading.Thread):
@@ -402,7 +381,7 @@ class Sampler(threading.Thread):
             if proc.poll() is None:
                 out[proc.pid] = name if name != "workers" else "launcher"
                 if name == "workers":
-                    for c in children(proc.pid):
+                    for c in child_pids(proc.pid):
                         out[c] = "worker"
         return out
 
@@ -521,7 +500,7 @@ class Injector(threading.Thread):
 
     def worker_pids(self) -> list[int]:
         launcher = self.system.procs["workers"].pid
-        return sorted(p for p in children(launcher) if alive(p))
+        return sorted(p for p in child_pids(launcher) if pid_alive(p))
 
     def registered(self) -> set[int]:
         try:
@@ -820,7 +799,7 @@ def main() -> int:
         shutdown_notes = []
         component_pids = []
         if "workers" in system.procs:
-            component_pids = list(children(system.procs["workers"].pid))
+            component_pids = list(child_pids(system.procs["workers"].pid))
         for name in ["gateway", "workers", "router"]:
             if name in system.procs:
                 try:
@@ -829,7 +808,7 @@ def main() -> int:
                         shutdown_notes.append(f"{name} exited {code} on SIGTERM")
                 except AssertionError as exc:
                     shutdown_notes.append(str(exc))
-        leftovers = [p for p in component_pids if alive(p)]
+        leftovers = [p for p in component_pids if pid_alive(p)]
         if leftovers:
             shutdown_notes.append(f"workers still alive after shutdown: {leftovers}")
         logdir.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -26,23 +26,6 @@ pytestmark = [
 ]
 
 Server = Any  # conftest.Server: .base, .stats(), .procs, .flags
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
-             interval: float = 0.1) -> Any:
-    """Poll until ``predicate`` returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:
-            last_exc = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
 
 COUNTERS = "() => Object.assign({}, window.tilerouter, {viewer: undefined})"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, System, WSClient, free_port, wait_for
+from tests.helpers import REPO, System, WSClient, child_pids, free_port, pid_alive, wait_for
 
 
 def _busy_worker_pid(system: System) -> int:
@@ -141,27 +141,6 @@ def test_stopped_worker_is_detected_and_bypassed(fresh_system: System) -> None:
         ws.close()
 
 
-def _children(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_serve_starts_everything_and_sigint_leaves_no_process(slide_root: Path,
                                                               tmp_path: Path) -> None:
     port = free_port()
@@ -178,13 +157,13 @@ def test_serve_starts_everything_and_sigint_leaves_no_process(slide_root: Path,
             assert ws.tile("a.tiff", 10, 0, 0)[0]["ok"]
         finally:
             ws.close()
-        children = _children(proc.pid)
+        children = child_pids(proc.pid)
         assert len(children) == 4  # router, two workers, gateway
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
         assert time.monotonic() - start < 20
-        wait_for(lambda: not any(_alive(p) for p in children), 5, what="children gone")
+        wait_for(lambda: not any(pid_alive(p) for p in children), 5, what="children gone")
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert f"http://127.0.0.1:{port}/" in output
     finally:
