@@ -67,6 +67,9 @@ class Settings:
     heartbeat_liveness: int = field(default=3, metadata={"help": "missed beats before dead"})
     max_queue: int = field(default=10000, metadata={"help": "requests waiting in the router"})
     max_retries: int = field(default=1, metadata={"help": "re-sends after a worker dies"})
+    max_affinity_wait: float = field(
+        default=0.2, metadata={"help": "seconds a request may wait for affinity (cache-aware)"}
+    )
     prefetch: bool = field(
         default=True, metadata={"help": "idle workers render neighbours of requested tiles"}
     )
@@ -158,6 +161,7 @@ def _validate(s: Settings) -> None:
     need(s.max_queue >= 1, "max_queue", "must be >= 1")
     need(s.max_retries >= 0, "max_retries", "must be >= 0")
     need(0 <= s.drain_timeout <= 300, "drain_timeout", "must be 0..300")
+    need(0 <= s.max_affinity_wait <= 60, "max_affinity_wait", "must be 0..60")
     need(s.max_inflight_per_connection >= 1, "max_inflight_per_connection", "must be >= 1")
     need(s.max_message_bytes >= 256, "max_message_bytes", "must be >= 256")
     need(s.max_associated_size >= 16, "max_associated_size", "must be >= 16")

@@ -64,7 +64,7 @@ class Broker:
         self.backend_endpoint = bind_endpoint(self.backend, settings.backend)
         self.registry = Registry()
         self.queue = WaitQueue()
-        self.policy = make_policy(settings.policy)
+        self.policy = make_policy(settings.policy, settings.max_affinity_wait)
         self.prefetcher = Prefetcher() if settings.prefetch else None
         self.counters: Counter[str] = Counter()
         self.strikes: Counter[str] = Counter()

@@ -8,6 +8,7 @@ an idle worker always takes the oldest waiting request.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 
 from router.registry import Registry, Task, WorkerState
@@ -26,7 +27,8 @@ class Policy:
     def choose(self, task: Task, registry: Registry) -> WorkerState | None:
         raise NotImplementedError
 
-    def take(self, worker: WorkerState, queue: WaitQueue) -> Task | None:
+    def take(self, worker: WorkerState, queue: WaitQueue, now: float | None = None
+             ) -> Task | None:
         """Oldest waiting request, if the worker has room (FIFO policies)."""
         return queue.pop_oldest() if worker.has_room else None
 
@@ -36,9 +38,16 @@ class CacheAwarePolicy(Policy):
 
     A hot slide spreads naturally: when its holders are saturated, an idle worker
     adopts it and becomes a holder too. Decisions are O(holders + idle).
+
+    Affinity is bounded in time: once the oldest waiting request has waited
+    ``max_affinity_wait`` seconds, the next freed slot anywhere takes it, so a slide
+    nobody holds is never starved by a hot slide keeping every worker busy.
     """
 
     name = "cache-aware"
+
+    def __init__(self, max_affinity_wait: float = 0.2) -> None:
+        self.max_affinity_wait = max_affinity_wait
 
     def choose(self, task: Task, registry: Registry) -> WorkerState | None:
         if task.slide is not None:
@@ -51,9 +60,14 @@ class CacheAwarePolicy(Policy):
         key = task.slide or ""
         return max(idle, key=lambda w: rendezvous_score(key, w.identity))
 
-    def take(self, worker: WorkerState, queue: WaitQueue) -> Task | None:
+    def take(self, worker: WorkerState, queue: WaitQueue, now: float | None = None
+             ) -> Task | None:
         if not worker.has_room:
             return None
+        oldest = queue.peek_oldest()
+        if oldest is not None and (time.monotonic() if now is None else now) \
+                - oldest.created >= self.max_affinity_wait:
+            return queue.pop_oldest()
         task = queue.pop_for_slides(worker.holds())
         if task is None and worker.idle:
             task = queue.pop_oldest()
@@ -96,5 +110,7 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, max_affinity_wait: float = 0.2) -> Policy:
+    if name == CacheAwarePolicy.name:
+        return CacheAwarePolicy(max_affinity_wait)
     return POLICIES[name]()

@@ -36,6 +36,9 @@ class WaitQueue:
         self._order.pop(task.tid, None)
         self._head(task.slide)  # drop stale ids at the front of its slide's deque
 
+    def peek_oldest(self) -> Task | None:
+        return next(iter(self._order.values()), None)
+
     def pop_oldest(self) -> Task | None:
         if not self._order:
             return None

@@ -151,11 +151,11 @@ def test_take_prefers_held_slide_over_older_other_slide() -> None:
     older_other, held1, held2 = task("x", 1.0), task("s", 2.0), task("s", 3.0)
     for t in (older_other, held1, held2):
         q.push(t)
-    policy = CacheAwarePolicy()
-    assert policy.take(w, q) is held1
-    assert policy.take(w, q) is held2
-    assert policy.take(w, q) is older_other  # idle, nothing held waiting: oldest overall
-    assert len(q) == 0 and policy.take(w, q) is None
+    policy = CacheAwarePolicy()  # now=0.0 below: every task is young, affinity decides
+    assert policy.take(w, q, now=0.0) is held1
+    assert policy.take(w, q, now=0.0) is held2
+    assert policy.take(w, q, now=0.0) is older_other  # idle, nothing held waiting: oldest overall
+    assert len(q) == 0 and policy.take(w, q, now=0.0) is None
 
 
 def test_take_oldest_among_several_held_slides() -> None:
@@ -164,7 +164,7 @@ def test_take_oldest_among_several_held_slides() -> None:
     ta, tb = task("a", 5.0), task("b", 4.0)
     q.push(ta)
     q.push(tb)
-    assert CacheAwarePolicy().take(w, q) is tb
+    assert CacheAwarePolicy().take(w, q, now=0.0) is tb
 
 
 def test_idle_worker_with_no_held_work_takes_oldest() -> None:
@@ -173,7 +173,7 @@ def test_idle_worker_with_no_held_work_takes_oldest() -> None:
     first, second = task("x"), task("y")
     q.push(first)
     q.push(second)
-    assert CacheAwarePolicy().take(w, q) is first and list(q) == [second]
+    assert CacheAwarePolicy().take(w, q, now=0.0) is first and list(q) == [second]
 
 
 def test_busy_worker_does_not_take_other_slides() -> None:
@@ -183,10 +183,10 @@ def test_busy_worker_does_not_take_other_slides() -> None:
     load(reg, w, 1, slide="mine")
     q = WaitQueue()
     q.push(task("theirs"))
-    assert CacheAwarePolicy().take(w, q) is None and len(q) == 1
+    assert CacheAwarePolicy().take(w, q, now=0.0) is None and len(q) == 1
     mine = task("mine")
     q.push(mine)
-    assert CacheAwarePolicy().take(w, q) is mine
+    assert CacheAwarePolicy().take(w, q, now=0.0) is mine
 
 
 def test_full_worker_takes_nothing() -> None:
@@ -401,3 +401,22 @@ def test_per_slide_index_does_not_grow(how: str) -> None:
                     assert q.pop_for_slides([b.slide]) is b  # type: ignore[list-item]
             assert len(q._by_slide) <= 100
     assert len(q) == 0 and len(q._by_slide) == 0
+
+
+def test_cache_aware_take_bounds_how_long_affinity_may_make_a_request_wait() -> None:
+    """A request for a slide nobody holds must not starve behind a hot slide: once the
+    oldest waiting request is older than max_affinity_wait, any freed slot takes it."""
+    policy = CacheAwarePolicy(max_affinity_wait=0.2)
+    reg = Registry()
+    busy = WorkerState(b"w1", capacity=2)
+    reg.add(busy)
+    reg.set_reported(busy, frozenset({"hot"}))
+    reg.assign(busy, Task(99, b"g", 99, {}, "hot", 1e9), now=0.0)  # has room, not idle
+    q = WaitQueue()
+    cold = Task(1, b"g", 1, {}, "cold", 1e9, created=100.0)
+    hot = Task(2, b"g", 2, {}, "hot", 1e9, created=100.1)
+    q.push(cold)
+    q.push(hot)
+    assert policy.take(busy, q, now=100.15) is hot  # young: affinity first
+    q.push(hot)
+    assert policy.take(busy, q, now=100.25) is cold  # cold waited 0.25 s: it goes next

@@ -1,0 +1,1 @@
+"""Helpers of ``scripts/bench.py``: slide set, trace, server process, load, stats, report."""
