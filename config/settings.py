@@ -68,7 +68,7 @@ class Settings:
     max_queue: int = field(default=10000, metadata={"help": "requests waiting in the router"})
     max_retries: int = field(default=1, metadata={"help": "re-sends after a worker dies"})
     max_affinity_wait: float = field(
-        default=0.2, metadata={"help": "seconds a request may wait for affinity (cache-aware)"}
+        default=1.0, metadata={"help": "seconds a request may wait for affinity (cache-aware)"}
     )
     prefetch: bool = field(
         default=True, metadata={"help": "idle workers render neighbours of requested tiles"}

@@ -46,7 +46,7 @@ class CacheAwarePolicy(Policy):
 
     name = "cache-aware"
 
-    def __init__(self, max_affinity_wait: float = 0.2) -> None:
+    def __init__(self, max_affinity_wait: float = 1.0) -> None:
         self.max_affinity_wait = max_affinity_wait
 
     def choose(self, task: Task, registry: Registry) -> WorkerState | None:
@@ -110,7 +110,7 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
-def make_policy(name: str, max_affinity_wait: float = 0.2) -> Policy:
+def make_policy(name: str, max_affinity_wait: float = 1.0) -> Policy:
     if name == CacheAwarePolicy.name:
         return CacheAwarePolicy(max_affinity_wait)
     return POLICIES[name]()
