@@ -236,8 +236,8 @@ class Broker:
     def _send_gateway(self, gateway: bytes, command: bytes, header: dict[str, Any],
                       payload: Any = None) -> None:
         try:
-            self.frontend.send_multipart(protocol.encode(command, header, payload, gateway),
-                                         zmq.NOBLOCK, copy=False)
+            protocol.send_nowait(self.frontend,
+                                 protocol.encode(command, header, payload, gateway))
         except (zmq.Again, zmq.ZMQError) as exc:  # gateway gone or not reading
             self.counters["undeliverable"] += 1
             log.debug("reply to gateway %r dropped: %s", gateway, exc)
@@ -257,8 +257,8 @@ class Broker:
 
     def _send_worker(self, worker: WorkerState, command: bytes, header: dict[str, Any]) -> bool:
         try:
-            self.backend.send_multipart(
-                protocol.encode(command, header, None, worker.identity), zmq.NOBLOCK, copy=False)
+            protocol.send_nowait(self.backend,
+                                 protocol.encode(command, header, None, worker.identity))
             return True
         except (zmq.Again, zmq.ZMQError) as exc:
             log.warning("cannot reach worker %r: %s", worker.identity, exc)

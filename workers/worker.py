@@ -102,8 +102,7 @@ class Worker:
         if self._sock is None:
             return
         try:  # never block: with no usable router connection a DEALER send would hang
-            self._sock.send_multipart(protocol.encode(command, header, payload), zmq.NOBLOCK,
-                                      copy=False)
+            protocol.send_nowait(self._sock, protocol.encode(command, header, payload))
         except zmq.Again:
             log.debug("router not reachable; %s dropped", protocol.COMMANDS.get(command))
         self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
