@@ -44,6 +44,9 @@ class Settings:
         default="tcp://127.0.0.1:5556", metadata={"help": "router endpoint for workers"}
     )
     host: str = field(default="127.0.0.1", metadata={"help": "gateway bind address"})
+    gateways: int = field(
+        default=1, metadata={"help": "gateway processes sharing the port (serve)"}
+    )
     port: int = field(default=8080, metadata={"help": "gateway HTTP/websocket port"})
     stats_host: str = field(default="127.0.0.1", metadata={"help": "router stats bind address"})
     stats_port: int = field(default=8089, metadata={"help": "router stats HTTP port (0=off)"})
@@ -149,6 +152,7 @@ def _validate(s: Settings) -> None:
     need(0 <= s.port <= 65535, "port", "must be 0..65535")
     need(0 <= s.stats_port <= 65535, "stats_port", "must be 0..65535")
     need(s.workers >= 0, "workers", "must be >= 0")
+    need(1 <= s.gateways <= 64, "gateways", "must be 1..64")
     need(s.worker_capacity >= 1, "worker_capacity", "must be >= 1")
     need(s.reader_cache_size >= 1, "reader_cache_size", "must be >= 1")
     need(s.tile_cache_bytes >= 0, "tile_cache_bytes", "must be >= 0")

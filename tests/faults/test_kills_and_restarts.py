@@ -194,3 +194,46 @@ def test_requests_past_their_deadline_get_timeout(fresh_system: System) -> None:
         wait_for(lambda: ws.tile("c.tiff", 8, 0, 0)[0]["ok"], 10, 0.1, "service after timeouts")
     finally:
         ws.close()
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on 127.0.0.1:port (from /proc/net/tcp; state 0A = LISTEN)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for r in rows if r.split()[1] == f"0100007F:{port:04X}" and r.split()[3] == "0A")
+
+
+def test_serve_with_two_gateways_sharing_the_port(slide_root: Path) -> None:
+    """--gateways 2: two gateway processes on one port (SO_REUSEPORT) both serve; killing
+    one leaves the port served by the other while the supervisor restarts it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
+         "--port", str(port), "--stats-port", "0", "--workers", "1", "--gateways", "2"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(url + "/healthz", timeout=2).status == 200,
+                 30, what="serve ready")
+        wait_for(lambda: _listeners(port) == 2, 20, what="both gateways listening")
+        children = child_pids(proc.pid)
+        assert len(children) == 4  # router, one worker, two gateways
+        gateways = {p for p in children
+                    if b"wsgateway.cli" in Path(f"/proc/{p}/cmdline").read_bytes()}
+        assert len(gateways) == 2
+        os.kill(sorted(gateways)[0], signal.SIGKILL)
+        # (connections already queued on the killed process's socket are reset by the
+        # kernel; new ones go to the survivor)
+        wait_for(lambda: _listeners(port) == 1, 10, 0.01, "killed gateway's socket closed")
+        for i in range(20):  # every request still answered by the surviving gateway
+            with urllib.request.urlopen(f"{url}/dz/a.tiff_files/10/{i % 3}_0.jpeg",
+                                        timeout=10) as resp:
+                assert resp.status == 200
+        wait_for(lambda: len([p for p in child_pids(proc.pid) if pid_alive(p)]) == 4, 20,
+                 what="gateway restarted")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
