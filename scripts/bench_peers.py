@@ -631,17 +631,14 @@ def write_list(path: str, peer: Peer, tiles: Sequence[Tile]) -> str:
 OTHER_LIMIT = 0.2  # cores used by neither the server nor wrk before a run is redone
 
 
-def measure(ps: Processes, peer: Peer, listfile: str, workload: str,
-            args: argparse.Namespace, rundir: str) -> Result:
-    """run_wrk, redone (up to --attempts) while other processes loaded the machine; a
-    distinct run goes on down the list, so no attempt sees a tile an earlier one fetched.
-    Keeps the attempt with the least other load."""
+def best_of_attempts(args: argparse.Namespace, run_once: Callable[[int], Result]) -> Result:
+    """``run_once(attempt)``, redone (up to --attempts) while other processes loaded the
+    machine; keeps the attempt with the least other load."""
     best: Result | None = None
-    offset = 0
+    attempt = 0
     for attempt in range(1, args.attempts + 1):
         wait_quiet(args.quiet_wait)
-        r = run_wrk(ps, peer, listfile, workload, args, rundir, offset, attempt)
-        offset = int(r.raw["next"]) if workload == "distinct" else 0
+        r = run_once(attempt)
         if best is None or r.raw["other_cores"] < best.raw["other_cores"]:
             best = r
         if r.raw["other_cores"] <= OTHER_LIMIT:
@@ -652,6 +649,21 @@ def measure(ps: Processes, peer: Peer, listfile: str, workload: str,
     if best.raw["attempt"] > 1 or best.raw["other_cores"] > OTHER_LIMIT:
         best.note += f", attempt {best.raw['attempt']:.0f} of {attempt}"
     return best
+
+
+def measure(ps: Processes, peer: Peer, listfile: str, workload: str,
+            args: argparse.Namespace, rundir: str) -> Result:
+    """run_wrk via best_of_attempts; a distinct run goes on down the list, so no attempt
+    sees a tile an earlier one fetched."""
+    offset = 0
+
+    def once(attempt: int) -> Result:
+        nonlocal offset
+        r = run_wrk(ps, peer, listfile, workload, args, rundir, offset, attempt)
+        offset = int(r.raw["next"]) if workload == "distinct" else 0
+        return r
+
+    return best_of_attempts(args, once)
 
 
 def run_wrk(ps: Processes, peer: Peer, listfile: str, workload: str, args: argparse.Namespace,
@@ -833,21 +845,12 @@ def _render_proc(paths: dict[str, str], tiles: list[Tile], geo: Geometry, durati
 def raw_render(slides: dict[str, str], ts: TileSet, args: argparse.Namespace,
                procs: int = WORKERS) -> Result:
     """OpenSlide's own rate on `procs` processes, redone while others load the machine."""
-    best: Result | None = None
-    for attempt in range(1, args.attempts + 1):
-        wait_quiet(args.quiet_wait)
+    def once(attempt: int) -> Result:
         r = _raw_render_once(slides, ts, args.duration, procs)
         r.raw["attempt"] = attempt
-        if best is None or r.raw["other_cores"] < best.raw["other_cores"]:
-            best = r
-        if r.raw["other_cores"] <= OTHER_LIMIT:
-            break
-        say(f"    other processes used {r.raw['other_cores']:.2f} cores during the run"
-            + ("; running again" if attempt < args.attempts else ""))
-    assert best is not None
-    if best.raw["attempt"] > 1 or best.raw["other_cores"] > OTHER_LIMIT:
-        best.note += f", attempt {best.raw['attempt']} of {attempt}"
-    return best
+        return r
+
+    return best_of_attempts(args, once)
 
 
 def _raw_render_once(slides: dict[str, str], ts: TileSet, duration: float, procs: int
