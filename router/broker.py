@@ -17,7 +17,6 @@ from typing import Any
 import zmq
 
 from config.settings import Settings
-from readers.paths import normalize_slide_path
 from router import protocol
 from router.curve import secure_server, start_authenticator
 from router.errors import (
@@ -195,9 +194,8 @@ class Broker:
             return
         try:
             request = protocol.check_request(msg.header, self.settings.max_associated_size)
-            slide = normalize_slide_path(request["slide"]) if "slide" in request else None
+            slide = request.get("slide")
             if slide is not None:
-                request["slide"] = slide
                 self._check_quarantine(slide)
         except TileRouterError as exc:
             self._answer_error(msg.identity, rid, exc)

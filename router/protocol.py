@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from readers.paths import normalize_slide_path
 from router.errors import BadRequest, MessageTooLarge, OutOfRange, ProtocolError, UnknownOp
 
 VERSION = b"TR1"
@@ -135,7 +136,8 @@ def _bytes(frame: Any) -> bytes:
 def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
     """Validate a client request; return its canonical form (only known fields).
 
-    Raises BadRequest/UnknownOp with a message that names the offending field.
+    Raises BadRequest/UnknownOp/OutOfRange with a message that names the offending field,
+    Forbidden for a slide path that could leave the slide root.
     """
     if not isinstance(obj, dict):
         raise BadRequest("request must be a JSON object")
@@ -147,7 +149,8 @@ def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
     req: dict[str, Any] = {"op": op}
     if op == "list":
         return req
-    req["slide"] = _string(obj, "slide", MAX_SLIDE_PATH)
+    # canonical, root-confined syntax (Forbidden otherwise); symlinks are the worker's job
+    req["slide"] = normalize_slide_path(_string(obj, "slide", MAX_SLIDE_PATH))
     if op == "tile":
         for key in ("level", "col", "row"):
             req[key] = _int(obj, key, 0, 1 << 31)

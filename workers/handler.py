@@ -10,7 +10,7 @@ import openslide
 
 from config.settings import Settings
 from readers.openslide_reader import OpenSlideReader
-from readers.paths import list_slides, normalize_slide_path, resolve_slide_path
+from readers.paths import list_slides, resolve_slide_path
 from readers.region import RegionRequest, render_region
 from router.errors import BadSlide, TileRouterError
 from router.protocol import TILE_FORMATS, check_request
@@ -47,7 +47,7 @@ class RequestHandler:
         op = req["op"]
         if op == "list":
             return {"ok": True, "slides": list_slides(self.settings.slides)}, None
-        slide = normalize_slide_path(req["slide"])
+        slide = req["slide"]
         try:
             if op == "tile":
                 return self._tile(slide, req)

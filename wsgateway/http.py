@@ -11,7 +11,6 @@ from xml.sax.saxutils import quoteattr
 
 from tornado.web import HTTPError, RequestHandler
 
-from readers.paths import normalize_slide_path
 from router.errors import BadRequest, TileRouterError, error_from_wire
 from router.protocol import check_request, payload_bytes
 from wsgateway.auth import COOKIE, OPEN, Grant, token_from
@@ -50,8 +49,6 @@ class RelayHandler(RequestHandler):
     async def relay(self, request: dict[str, Any]) -> Reply:
         try:
             request = check_request(request, self.gateway.settings.max_associated_size)
-            if "slide" in request:
-                request["slide"] = normalize_slide_path(request["slide"])
             reply = await self.gateway.request(request, self.grant)
         except TileRouterError as exc:
             raise ApiError(exc) from None

@@ -16,7 +16,6 @@ from urllib.parse import urlparse
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from readers.paths import normalize_slide_path
 from router.errors import (
     BadRequest,
     Busy,
@@ -87,8 +86,6 @@ class TileSocketHandler(WebSocketHandler):
             if isinstance(obj, dict):
                 rid = check_client_id(obj)
             request = check_request(obj, self.gateway.settings.max_associated_size)
-            if "slide" in request:
-                request["slide"] = normalize_slide_path(request["slide"])
             if self.gateway.draining:
                 raise Unavailable("gateway is shutting down; reconnect")
             if self._bucket is not None and not self._bucket.take():
