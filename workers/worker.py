@@ -132,8 +132,7 @@ class Worker:
                     self._send(protocol.HEARTBEAT, self.state())
         finally:
             self._requests.put(_STOP)
-            renderer.join(timeout=10)
-            self._send_results()
+            self._finish_rendering(renderer, deadline=time.monotonic() + 10)
             with contextlib.suppress(zmq.ZMQError):
                 self._send(protocol.DISCONNECT, {})
             self._disconnect()
@@ -143,6 +142,17 @@ class Worker:
             log.info("worker %s stopped: served=%d errors=%d opens=%d",
                      self.identity.decode(), self.served, self.errors,
                      self.handler.readers.opens)
+
+    def _finish_rendering(self, renderer: threading.Thread, deadline: float) -> None:
+        """Drain on stop: send each queued request's reply as it is rendered and keep
+        heartbeating meanwhile, so the router never takes a leaving worker for dead."""
+        while renderer.is_alive() and time.monotonic() < deadline:
+            if self._wake_rx.poll(50):
+                self._send_results()
+            if self._sock is not None and time.monotonic() >= self._next_heartbeat:
+                with contextlib.suppress(zmq.ZMQError):
+                    self._send(protocol.HEARTBEAT, self.state())
+        self._send_results()
 
     def _reconnect(self) -> None:
         log.warning("router silent; reconnecting in %.2fs", self._backoff)
