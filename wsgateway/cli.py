@@ -14,6 +14,7 @@ import tornado.netutil
 from config.logs import setup_logging
 from config.settings import Settings, parse_cli
 from wsgateway.app import Gateway, make_app
+from wsgateway.fast_http import FastTiles
 from wsgateway.relay import RouterClient
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     if settings.tls_cert:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
-    server = tornado.httpserver.HTTPServer(app, xheaders=False, ssl_options=ssl_ctx)
+    server = tornado.httpserver.HTTPServer(FastTiles(app, gateway), xheaders=False,
+                                           ssl_options=ssl_ctx)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     log.info("gateway listening on %s://%s:%d/ (router %s%s)", "https" if ssl_ctx else "http",

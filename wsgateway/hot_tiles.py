@@ -33,6 +33,16 @@ class HotTiles:
         self.coalesced = 0
         self.misses = 0
 
+    def get(self, request: dict[str, Any]) -> Reply | None:
+        """The cached reply for a validated request (counted as a hit), else None."""
+        if self._lru is None:
+            return None
+        key = cache_key(request)
+        reply = self._lru.get(key) if key is not None else None
+        if reply is not None:
+            self.hits += 1
+        return reply
+
     async def fetch(self, request: dict[str, Any],
                     send: Callable[[dict[str, Any]], Awaitable[Reply]]) -> Reply:
         key = cache_key(request)

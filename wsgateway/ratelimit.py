@@ -16,7 +16,7 @@ class TokenBucket:
         now = time.monotonic() if now is None else now
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        if self._tokens >= 1:
+        if self._tokens >= 1 - 1e-9:  # 1/rate seconds refill one token despite float error
             self._tokens -= 1
             return True
         return False

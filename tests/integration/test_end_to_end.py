@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 from pathlib import Path
@@ -192,6 +193,38 @@ def test_flood_is_bounded_and_every_request_answered(system: System) -> None:
     finally:
         ws.close()
         other.close()
+
+
+def test_http_tile_path_keeps_one_connection_alive_across_routes(system: System) -> None:
+    """Tile GETs take the gateway's lean path, everything else the Tornado app; both
+    share one keep-alive connection, and the lean path answers like the app would."""
+    conn = http.client.HTTPConnection("127.0.0.1", system.port, timeout=15)
+    try:
+        def get(path: str, method: str = "GET") -> tuple[int, http.client.HTTPMessage, bytes]:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            return resp.status, resp.headers, resp.read()
+
+        status, headers, first = get("/dz/sub/b.tiff_files/9/1_1.jpeg")
+        assert status == 200 and first[:2] == b"\xff\xd8"
+        assert headers["Content-Type"] == "image/jpeg"
+        assert headers["Content-Length"] == str(len(first))
+        assert headers["Cache-Control"] == "public, max-age=3600"
+        assert headers["Access-Control-Allow-Origin"] == "*" and headers["Date"]
+        assert headers["Server"] == "tilerouter"  # the lean path, not a RequestHandler
+        status, headers, _ = get("/slides")
+        assert status == 200 and headers["Server"].startswith("Tornado")
+        assert get("/dz/sub%2Fb.tiff_files/9/1_1.jpeg")[2] == first  # percent-encoded path
+        status, headers, body = get("/dz/a.tiff_files/12/99_0.jpeg")
+        assert status == 404 and headers["Cache-Control"] == "no-store"
+        assert json.loads(body)["error"]["code"] == "out_of_range"
+        status, _, body = get("/dz/escape.tiff_files/9/0_0.jpeg")
+        assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
+        assert get("/dz/sub/b.tiff_files/9/1_1.jpeg", "HEAD")[0] == 405  # the app's answer
+        status, headers, body = get("/dz/sub/b.tiff_files/9/1_1.jpg")
+        assert (status, headers["Content-Type"], body) == (200, "image/jpeg", first)
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("path,status", [

@@ -65,6 +65,22 @@ def test_signed_token_limits_slides_to_its_folders(secured: System) -> None:
         ws.close()
 
 
+def test_http_tiles_need_a_token_and_a_grant(secured: System) -> None:
+    """The lean tile path checks header, query and cookie tokens and folder grants."""
+    tile = "/dz/sub/b.tiff_files/8/0_0.jpeg"
+    status, _, body = secured.get(tile, token=None)
+    assert status == 401 and json.loads(body)["error"]["code"] == "unauthorized"
+    assert secured.get(tile, token="wrong")[0] == 401
+    assert secured.get(tile)[0] == 200
+    assert secured.get(tile + "?token=" + STATIC, token=None)[0] == 200
+    cookie = {"Cookie": "tilerouter_token=" + STATIC}
+    assert secured.get(tile, token=None, headers=cookie)[0] == 200
+    grant = sign_token(SECRET, ttl=60, paths=["sub/"])
+    assert secured.get(tile, token=grant)[0] == 200
+    status, _, body = secured.get("/dz/a.tiff_files/8/0_0.jpeg", token=grant)
+    assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
+
+
 def test_expired_or_tampered_signed_token_is_refused(secured: System) -> None:
     expired = sign_token(SECRET, ttl=-10)
     assert secured.get("/slides", token=expired)[0] == 401

@@ -1,0 +1,193 @@
+"""A lean HTTP path for DeepZoom tile GETs, in front of the Tornado application.
+
+A tile GET is the one HTTP request a viewer makes thousands of times; Tornado's
+``RequestHandler`` machinery (handler object, header bookkeeping, flush/finish,
+logging) cost more CPU than everything else the gateway does for a hot tile. This
+delegate answers ``GET /dz/<slide>_files/<level>/<col>_<row>.<fmt>`` itself, straight
+on the HTTP/1.1 connection, with the same checks, status codes, headers and JSON error
+bodies as ``http.TileHandler``; every other request (and anything unusual about a tile
+request, e.g. a path that is not valid UTF-8) goes to the application unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote
+
+from tornado import httputil
+from tornado.iostream import StreamClosedError
+
+from router.errors import BadRequest, TileRouterError, error_from_wire
+from router.protocol import check_request, payload_bytes
+from wsgateway.auth import COOKIE, OPEN, Grant, token_from
+from wsgateway.relay import Reply
+from wsgateway.wire import http_status
+
+if TYPE_CHECKING:
+    from tornado.web import Application
+
+    from wsgateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+# the same URL shape as the application's TileHandler route
+TILE_PATH = re.compile(r"/dz/(.+?)_files/(\d+)/(\d+)_(\d+)\.(jpeg|jpg|png)")
+_OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
+
+
+class FastTiles(httputil.HTTPServerConnectionDelegate):
+    """The server's delegate: tile GETs answered here, the rest by ``app``."""
+
+    def __init__(self, app: Application, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self._date = ""
+        self._date_at = -1
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection
+                      ) -> httputil.HTTPMessageDelegate:
+        return _Dispatch(self, server_conn, request_conn)
+
+    def on_close(self, server_conn: object) -> None:
+        self.app.on_close(server_conn)
+
+    def date(self) -> str:
+        """The Date header, formatted once a second."""
+        now = int(time.time())
+        if now != self._date_at:
+            self._date, self._date_at = formatdate(now, usegmt=True), now
+        return self._date
+
+
+class _Dispatch(httputil.HTTPMessageDelegate):
+    """One request: served here when it is a plain tile GET, else passed to the app."""
+
+    def __init__(self, owner: FastTiles, server_conn: object,
+                 request_conn: httputil.HTTPConnection) -> None:
+        self.owner = owner
+        self.server_conn = server_conn
+        self.conn = request_conn
+        self.delegate: httputil.HTTPMessageDelegate | None = None
+        self.tile: tuple[str, dict[str, Any], httputil.HTTPHeaders] | None = None
+
+    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+                         headers: httputil.HTTPHeaders) -> Any:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        if start_line.method == "GET":
+            path, _, query = start_line.path.partition("?")
+            match = TILE_PATH.fullmatch(path)
+            if match is not None:
+                request = _tile_request(match)
+                if request is not None:
+                    self.tile = (query, request, headers)
+                    return None
+        self.delegate = self.owner.app.start_request(self.server_conn, self.conn)
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Any:
+        if self.delegate is not None:
+            return self.delegate.data_received(chunk)
+        return None  # a body on a tile GET is ignored, as Tornado would
+
+    def finish(self) -> None:
+        if self.delegate is not None:
+            self.delegate.finish()
+            return
+        assert self.tile is not None
+        query, request, headers = self.tile
+        gateway = self.owner.gateway
+        try:
+            grant = _authenticate(gateway, query, headers)
+            request = check_request(request, gateway.settings.max_associated_size)
+            if "slide" in request:
+                grant.check(request["slide"])
+        except TileRouterError as exc:
+            self._error(exc)
+            return
+        reply = gateway.hot.get(request)  # a hot tile is answered without a task or await
+        if reply is not None:
+            gateway.counters["requests"] += 1
+            self._image(reply)
+            return
+        asyncio.ensure_future(self._relay(request, grant))
+
+    def on_connection_close(self) -> None:
+        if self.delegate is not None:
+            self.delegate.on_connection_close()
+
+    async def _relay(self, request: dict[str, Any], grant: Grant) -> None:
+        try:
+            reply = await self.owner.gateway.request(request, grant)
+            if not reply.header.get("ok"):
+                raise error_from_wire(reply.header.get("error") or {})
+        except TileRouterError as exc:
+            self._error(exc)
+            return
+        except Exception:  # a bug costs this request a 500, never the connection's silence
+            log.exception("tile request %r failed", request)
+            self._error(TileRouterError("internal error"))
+            return
+        self._image(reply)
+
+    def _image(self, reply: Reply) -> None:
+        body = payload_bytes(reply.payload)
+        self._write(200, reply.header.get("mime", "application/octet-stream"),
+                    "public, max-age=3600", body)
+
+    def _error(self, exc: TileRouterError) -> None:
+        body = json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message}})
+        self._write(http_status(exc.code), "application/json", "no-store", body.encode())
+
+    def _write(self, status: int, mime: str, cache: str, body: bytes) -> None:
+        start = _OK if status == 200 else httputil.ResponseStartLine(
+            "HTTP/1.1", status, httputil.responses.get(status, "Unknown"))
+        headers = httputil.HTTPHeaders()
+        headers["Content-Type"] = mime
+        headers["Content-Length"] = str(len(body))
+        headers["Cache-Control"] = cache
+        headers["Access-Control-Allow-Origin"] = "*"
+        headers["Date"] = self.owner.date()
+        headers["Server"] = "tilerouter"
+        try:
+            _quiet(self.conn.write_headers(start, headers, body))
+            self.conn.finish()
+        except StreamClosedError:  # the client left; nothing to answer
+            pass
+
+
+def _quiet(future: Any) -> None:
+    """A write to a connection the client closed fails its future: that is not news."""
+    if future is not None:
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def _tile_request(match: re.Match[str]) -> dict[str, Any] | None:
+    """The relay request for a matched tile path; None sends it to the app instead."""
+    try:
+        slide = unquote(match.group(1), errors="strict")
+    except UnicodeDecodeError:
+        return None
+    fmt = match.group(5)
+    return {"op": "tile", "slide": slide, "level": int(match.group(2)),
+            "col": int(match.group(3)), "row": int(match.group(4)),
+            "format": "jpeg" if fmt in ("jpg", "jpeg") else fmt}
+
+
+def _authenticate(gateway: Gateway, query: str, headers: httputil.HTTPHeaders) -> Grant:
+    """As ``http.authenticate``: a token from the header, the query or the cookie."""
+    if not gateway.auth.enabled:
+        return OPEN
+    tokens = parse_qs(query).get("token") if query else None
+    cookie = httputil.parse_cookie(headers.get("Cookie", "")).get(COOKIE)
+    try:
+        return gateway.auth.check(token_from(headers, tokens[-1] if tokens else None, cookie))
+    except TileRouterError:
+        raise
+    except Exception:
+        raise BadRequest("unreadable credentials") from None
