@@ -92,6 +92,10 @@ class Settings:
     iiif_max_area: int = field(
         default=4096 * 4096, metadata={"help": "largest IIIF output (width x height pixels)"}
     )
+    gateway_stored_tiles: bool = field(
+        default=True, metadata={"help": "gateway reads passthrough tiles itself when it can "
+                                        "see the slide root"}
+    )
     gateway_cache_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "hot-tile cache in the gateway (0=off)"}
     )

@@ -14,10 +14,12 @@ from wsgateway import http, iiif
 from wsgateway.auth import COOKIE, OPEN, Authorizer, Grant
 from wsgateway.hot_tiles import HotTiles
 from wsgateway.relay import Reply, RouterClient
+from wsgateway.stored_tiles import StoredTiles
 from wsgateway.websocket import TileSocketHandler
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_STORED = {"ok": True, "mime": "image/jpeg"}  # the reply header of a stored tile (read-only)
 _OSD_SUBDIR = os.path.join("node_modules", "openseadragon", "build", "openseadragon")
 
 
@@ -45,6 +47,7 @@ class Gateway:
         self.allowed_origins = tuple(
             o.strip() for o in settings.allowed_origins.split(",") if o.strip())
         self.hot = HotTiles(settings.gateway_cache_bytes)
+        self.stored = StoredTiles(settings)
         self.auth = Authorizer(settings.auth_token, settings.auth_secret)
 
     async def request(self, request: dict[str, Any], grant: Grant = OPEN) -> Reply:
@@ -52,15 +55,25 @@ class Gateway:
         self.counters["requests"] += 1
         if "slide" in request:
             grant.check(request["slide"])
-        reply = await self.hot.fetch(request, self.client.request)
+        reply = self.answer_now(request)
+        if reply is None:
+            reply = await self.hot.fetch(request, self.client.request)
         if request.get("op") == "list" and grant.prefixes is not None:
             slides = [s for s in reply.header.get("slides", []) if grant.allows(s["path"])]
             reply = Reply({**reply.header, "slides": slides}, None)
         return reply
 
+    def answer_now(self, request: dict[str, Any]) -> Reply | None:
+        """A reply without the router, for a validated and authorised request: the slide's
+        own stored tile, or a hot tile; None when it must be relayed."""
+        data = self.stored.tile(request)
+        if data is not None:
+            return Reply(_STORED, data)
+        return self.hot.get(request)
+
     def stats(self) -> dict[str, Any]:
         return {"connections": self.connections, "pending": self.client.pending,
-                "router_available": self.client.available,
+                "router_available": self.client.available, "stored_hits": self.stored.hits,
                 "reconnects": self.client.reconnects, **self.hot.stats(), **self.counters}
 
 

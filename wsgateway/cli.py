@@ -58,6 +58,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
         deadline = loop_time() + settings.drain_timeout
         while (gateway.relaying or client.pending) and loop_time() < deadline:
             await asyncio.sleep(0.02)
+        gateway.stored.close()
         await client.close()  # anything still waiting on the router: 'unavailable'
         while gateway.relaying and loop_time() < deadline + 1:
             await asyncio.sleep(0.02)

@@ -110,7 +110,7 @@ class _Dispatch(httputil.HTTPMessageDelegate):
         except TileRouterError as exc:
             self._error(exc)
             return
-        reply = gateway.hot.get(request)  # a hot tile is answered without a task or await
+        reply = gateway.answer_now(request)  # stored or hot: answered without a task
         if reply is not None:
             gateway.counters["requests"] += 1
             self._image(reply)
