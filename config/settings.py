@@ -22,6 +22,9 @@ POLICIES = ("cache-aware", "round-robin", "least-loaded")
 FORMATS = ("jpeg", "png")
 
 
+MAX_AUTO_GATEWAYS = 4
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of every component, with defaults that run the demo as-is."""
@@ -45,7 +48,8 @@ class Settings:
     )
     host: str = field(default="127.0.0.1", metadata={"help": "gateway bind address"})
     gateways: int = field(
-        default=1, metadata={"help": "gateway processes sharing the port (serve)"}
+        default=0, metadata={"help": "gateway processes sharing the port (serve; 0 = one "
+                                     "per core, at most 4)"}
     )
     port: int = field(default=8080, metadata={"help": "gateway HTTP/websocket port"})
     stats_host: str = field(default="127.0.0.1", metadata={"help": "router stats bind address"})
@@ -133,6 +137,12 @@ class Settings:
         return self.workers or os.cpu_count() or 1
 
     @property
+    def gateway_count(self) -> int:
+        """Hot and stored tiles never leave the gateway, so its processes set the ceiling
+        for them: one per core (up to 4) unless configured."""
+        return self.gateways or min(os.cpu_count() or 1, MAX_AUTO_GATEWAYS)
+
+    @property
     def heartbeat_expiry(self) -> float:
         return self.heartbeat_interval * self.heartbeat_liveness
 
@@ -156,7 +166,7 @@ def _validate(s: Settings) -> None:
     need(0 <= s.port <= 65535, "port", "must be 0..65535")
     need(0 <= s.stats_port <= 65535, "stats_port", "must be 0..65535")
     need(s.workers >= 0, "workers", "must be >= 0")
-    need(1 <= s.gateways <= 64, "gateways", "must be 1..64")
+    need(0 <= s.gateways <= 64, "gateways", "must be 0..64")
     need(s.worker_capacity >= 1, "worker_capacity", "must be >= 1")
     need(s.reader_cache_size >= 1, "reader_cache_size", "must be >= 1")
     need(s.tile_cache_bytes >= 0, "tile_cache_bytes", "must be >= 0")

@@ -95,7 +95,7 @@ class System:
             slides=str(slides), workers=workers, port=free_port(), stats_port=free_port(),
             frontend=f"ipc://{self.rundir}/frontend.ipc",
             backend=f"ipc://{self.rundir}/backend.ipc",
-            heartbeat_interval=0.2, heartbeat_liveness=5, request_timeout=10.0,
+            heartbeat_interval=0.2, heartbeat_liveness=5, request_timeout=10.0, gateways=1,
             log_level="INFO",
         )
         defaults.update(overrides)

@@ -34,7 +34,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     # several gateway processes may share one port (SO_REUSEPORT): the kernel spreads
     # connections across them, so HTTP/websocket handling uses more than one core
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host,
-                                           reuse_port=settings.gateways > 1)
+                                           reuse_port=settings.gateway_count > 1)
     ssl_ctx = None
     if settings.tls_cert:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -37,8 +37,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def system_children(settings: Settings) -> list[Child]:
     env = {**os.environ, **settings.to_env()}
-    gateways = [Child(f"gateway-{i}" if settings.gateways > 1 else "gateway",
-                      component_argv("wsgateway.cli"), env) for i in range(settings.gateways)]
+    count = settings.gateway_count
+    gateways = [Child(f"gateway-{i}" if count > 1 else "gateway",
+                      component_argv("wsgateway.cli"), env) for i in range(count)]
     return [Child("router", component_argv("router.cli"), env), *worker_children(settings),
             *gateways]
 

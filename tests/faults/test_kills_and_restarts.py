@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from tests.helpers import REPO, System, WSClient, child_pids, free_port, pid_alive, wait_for
 
 
@@ -158,7 +159,7 @@ def test_serve_starts_everything_and_sigint_leaves_no_process(slide_root: Path,
         finally:
             ws.close()
         children = child_pids(proc.pid)
-        assert len(children) == 4  # router, two workers, gateway
+        assert len(children) == 3 + Settings().gateway_count  # router, 2 workers, gateways
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
