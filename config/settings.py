@@ -75,7 +75,8 @@ class Settings:
     max_queue: int = field(default=10000, metadata={"help": "requests waiting in the router"})
     max_retries: int = field(default=1, metadata={"help": "re-sends after a worker dies"})
     max_affinity_wait: float = field(
-        default=1.0, metadata={"help": "seconds a request may wait for affinity (cache-aware)"}
+        default=0.1, metadata={"help": "cache-aware: seconds a request may wait longer than "
+                                     "the freed worker's own oldest, for affinity"}
     )
     prefetch: bool = field(
         default=True, metadata={"help": "idle workers render neighbours of requested tiles"}

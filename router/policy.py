@@ -39,9 +39,12 @@ class CacheAwarePolicy(Policy):
     A hot slide spreads naturally: when its holders are saturated, an idle worker
     adopts it and becomes a holder too. Decisions are O(holders + idle).
 
-    Affinity is bounded in time: once the oldest waiting request has waited
-    ``max_affinity_wait`` seconds, the next freed slot anywhere takes it, so a slide
-    nobody holds is never starved by a hot slide keeping every worker busy.
+    Affinity is bounded in time, relative to the queue: a freed slot takes work for its
+    own slides unless the oldest waiting request has waited ``max_affinity_wait`` longer
+    than the worker's own oldest (or, with nothing of its own waiting, that long at all).
+    So a slide nobody holds is never starved by a hot slide keeping every worker busy,
+    while a deep but fair backlog (saturation) keeps every request on its holder: an
+    absolute bound there turned routing into FIFO and reader opens went up 10x.
     """
 
     name = "cache-aware"
@@ -65,13 +68,18 @@ class CacheAwarePolicy(Policy):
         if not worker.has_room:
             return None
         oldest = queue.peek_oldest()
-        if oldest is not None and (time.monotonic() if now is None else now) \
-                - oldest.created >= self.max_affinity_wait:
+        if oldest is None:
+            return None
+        own = queue.peek_for_slides(worker.holds())
+        # how much longer the oldest request has waited than the one affinity would pick
+        own_since = (time.monotonic() if now is None else now) if own is None else own.created
+        if own is oldest or (own is not None
+                             and own_since - oldest.created < self.max_affinity_wait):
+            queue.remove(own)
+            return own
+        if worker.idle or own_since - oldest.created >= self.max_affinity_wait:
             return queue.pop_oldest()
-        task = queue.pop_for_slides(worker.holds())
-        if task is None and worker.idle:
-            task = queue.pop_oldest()
-        return task
+        return None
 
 
 class RoundRobinPolicy(Policy):

@@ -46,16 +46,20 @@ class WaitQueue:
         self._head(task.slide)
         return task
 
-    def pop_for_slides(self, slides: Iterable[str]) -> Task | None:
-        """The oldest waiting task for any of ``slides``, removed from the queue."""
+    def peek_for_slides(self, slides: Iterable[str]) -> Task | None:
+        """The oldest waiting task for any of ``slides`` (left in the queue)."""
         best: Task | None = None
         for slide in slides:
             head = self._head(slide)
             if head is not None and (best is None or head.created < best.created):
                 best = head
+        return best
+
+    def pop_for_slides(self, slides: Iterable[str]) -> Task | None:
+        """The oldest waiting task for any of ``slides``, removed from the queue."""
+        best = self.peek_for_slides(slides)
         if best is not None:
-            del self._order[best.tid]
-            self._head(best.slide)
+            self.remove(best)
         return best
 
     def _head(self, slide: str | None) -> Task | None:

@@ -11,8 +11,10 @@ stops the server. Prints a markdown table; never asserts anything about timing.
   .venv/bin/python scripts/bench.py --quick                  # ~30 s smoke test
 
 Comparing policies (more than one in --policies) defaults to N workers with small
-per-worker caches (--reader-cache-size 2 --tile-cache-bytes 8000000) and the gateway's
-hot-tile cache off, so that routing decides which worker cache a repeat hits.
+per-worker caches and the gateway's hot-tile cache off, so that routing decides which
+worker cache a repeat hits: each worker's reader cache holds its share of the slides
+(--num-slides / N, so all slides fit in all workers together but not in one) and
+--tile-cache-bytes 8000000.
 
 Columns (server counters are deltas over the load, from GET /stats):
   tiles/s, p50..max ms   tiles answered OK per second; client-side latency of every request
@@ -67,7 +69,6 @@ log = logging.getLogger("bench")
 DEFAULT_DURATION = 15.0
 QUICK_DURATION = 5.0
 QUICK_CONCURRENCY = 8
-POLICY_READER_CACHE = 2
 POLICY_TILE_CACHE_BYTES = 8_000_000
 TRANSPORTS = ("ws", "http")
 
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hot", action="store_true", help="put 50%% of sessions on one slide")
     p.add_argument("--switch-every", type=positive_int, default=20,
                    help="steps before switching slide")
+    p.add_argument("--client-cache", type=int, default=200,
+                   help="tiles each viewer keeps and never re-asks for (OpenSeadragon: 200)")
     p.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent of slide popularity")
     p.add_argument("--reader-cache-size", type=int, default=None,
                    help="open slides per worker (comparing policies: 2)")
@@ -234,9 +237,10 @@ def resolve_options(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         concurrency=ns.concurrency or (QUICK_CONCURRENCY if ns.quick else 16),
         inflight=ns.inflight, duration=duration, requests=ns.requests,
         trace=TraceSpec(seed=ns.seed, zipf_s=ns.zipf_s, switch_every=ns.switch_every,
+                        client_cache=ns.client_cache,
                         hot=ns.hot),
         reader_cache_size=ns.reader_cache_size if ns.reader_cache_size is not None
-        else (POLICY_READER_CACHE if comparing else None),
+        else (-(-ns.num_slides // max(workers)) if comparing else None),
         tile_cache_bytes=ns.tile_cache_bytes if ns.tile_cache_bytes is not None
         else (POLICY_TILE_CACHE_BYTES if comparing else None),
         gateway_cache_bytes=gateway_cache, open_latency=ns.open_latency,
@@ -335,7 +339,8 @@ def describe(opts: BenchOptions) -> str:
         f"(cached in {opts.slides_dir})",
         f"- trace: seed {t.seed}, {opts.concurrency} viewers x {opts.inflight} in flight, "
         f"Zipf s={t.zipf_s}{', hot slide 50%' if t.hot else ''}, switch slide every "
-        f"{t.switch_every} steps; {describe_bound(opts)} per configuration",
+        f"{t.switch_every} steps, viewer tile cache {t.client_cache}; "
+        f"{describe_bound(opts)} per configuration",
         f"- caches: reader {setting(opts.reader_cache_size)} slides/worker, tiles "
         f"{setting(opts.tile_cache_bytes, ' B')}/worker, gateway hot tiles "
         f"{setting(opts.gateway_cache_bytes, ' B')}",

@@ -130,7 +130,9 @@ class Worker:
                 self._drain_router()
             with contextlib.suppress(zmq.ZMQError):
                 self._send(protocol.DISCONNECT, {})
-            self._disconnect()
+            if self._sock is not None:  # linger a little: a dropped DISCONNECT reads as a crash
+                self._sock.close(linger=int(1000 * min(1.0, self.settings.heartbeat_interval)))
+                self._sock = None
             self._finished.set()
             self._sock_lock.release()
             beater.join(timeout=5)

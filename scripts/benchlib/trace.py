@@ -1,15 +1,19 @@
 """Seeded pan/zoom sessions: every configuration replays exactly the same requests.
 
 Each virtual viewer has its own random stream (seeded by ``seed`` and the viewer's
-number). A session picks a slide by Zipf popularity (or the hot slide), opens it at a
-mid zoom level, then walks: pans of the 3x3..4x4 viewport, zoom in, zoom out. After
-``switch_every`` steps the viewer switches to a new session. Every step yields the
-tiles of its whole viewport, row by row.
+number). A session picks a slide by Zipf popularity (or the hot slide), opens it at
+the home view (the whole slide, as OpenSeadragon does), zooms in on a random spot and
+then walks: pans of the 3x3..4x4 viewport, zoom in, zoom out. After ``switch_every``
+steps the viewer switches to a new session. Every step asks for the tiles of its
+viewport, row by row, that are not in the viewer's own tile cache: like a browser
+viewer (OpenSeadragon keeps ``maxImageCacheCount`` = 200 tiles), it never re-asks for
+a tile it still holds, so the repeats a server sees are other viewers' and old ones.
 """
 
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -21,6 +25,7 @@ PAN_STEPS = (-2, -1, 0, 1, 2)  # tiles moved per pan, per axis
 P_ZOOM_IN = 0.2
 P_ZOOM_OUT = 0.2
 HOT_SHARE = 0.5
+CLIENT_CACHE = 200  # OpenSeadragon's default maxImageCacheCount
 
 
 class TileRequest(NamedTuple):
@@ -36,6 +41,7 @@ class TraceSpec:
     zipf_s: float = 1.1
     switch_every: int = 20
     hot: bool = False
+    client_cache: int = CLIENT_CACHE  # tiles each viewer keeps (0 = asks for every tile)
 
 
 @dataclass
@@ -92,15 +98,21 @@ def pick_slide(rng: random.Random, slides: Sequence[str], spec: TraceSpec) -> st
     return rng.choices(slides, zipf_weights(len(slides), spec.zipf_s))[0]
 
 
-def open_view(rng: random.Random, slide: str, geometry: Geometry) -> View:
-    """A new session: random viewport size and position at the middle zoom level."""
+def open_view(rng: random.Random, slide: str, geometry: Geometry) -> list[View]:
+    """A new session: the home view (whole slide), then zoom steps towards a random spot
+    down to the middle zoom level; the last view is where the walk starts."""
     size = rng.choice(VIEWPORTS)
     low = geometry.overview_level(size)
-    level = (low + geometry.max_level + 1) // 2
-    cols, rows = geometry.tiles[level]
-    view = View(slide, geometry, level, rng.uniform(0, cols), rng.uniform(0, rows), size, size)
-    view.clamp()
-    return view
+    target = (low + geometry.max_level + 1) // 2
+    fx, fy = rng.random(), rng.random()
+    views = []
+    for level in range(low, target + 1):
+        cols, rows = geometry.tiles[level]
+        view = View(slide, geometry, level, fx * cols - size / 2, fy * rows - size / 2,
+                    size, size)
+        view.clamp()
+        views.append(view)
+    return views
 
 
 def walk_step(rng: random.Random, view: View) -> None:
@@ -119,9 +131,24 @@ def viewer_trace(viewer: int, spec: TraceSpec, slides: Sequence[str],
                  geometries: Mapping[str, Geometry]) -> Iterator[TileRequest]:
     """The endless, deterministic request stream of one virtual viewer."""
     rng = random.Random(f"tilerouter-bench:{spec.seed}:{viewer}")
+    held: OrderedDict[TileRequest, None] = OrderedDict()  # the viewer's own tile cache
+
+    def fresh(tiles: list[TileRequest]) -> Iterator[TileRequest]:
+        for tile in tiles:
+            if tile in held:
+                held.move_to_end(tile)
+                continue
+            yield tile
+            if spec.client_cache > 0:
+                held[tile] = None
+                if len(held) > spec.client_cache:
+                    held.popitem(last=False)
+
     while True:
         slide = pick_slide(rng, slides, spec)
-        view = open_view(rng, slide, geometries[slide])
+        *zooming, view = open_view(rng, slide, geometries[slide])
+        for step in zooming:
+            yield from fresh(step.tiles())
         for _ in range(spec.switch_every):
-            yield from view.tiles()
+            yield from fresh(view.tiles())
             walk_step(rng, view)

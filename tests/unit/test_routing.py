@@ -148,14 +148,14 @@ def test_empty_registry() -> None:
 def test_take_prefers_held_slide_over_older_other_slide() -> None:
     w = worker("w", reported=("s",))
     q = WaitQueue()
-    older_other, held1, held2 = task("x", 1.0), task("s", 2.0), task("s", 3.0)
+    older_other, held1, held2 = task("x", 1.0), task("s", 1.1), task("s", 1.2)
     for t in (older_other, held1, held2):
         q.push(t)
-    policy = CacheAwarePolicy()  # now=0.0 below: every task is young, affinity decides
-    assert policy.take(w, q, now=0.0) is held1
-    assert policy.take(w, q, now=0.0) is held2
-    assert policy.take(w, q, now=0.0) is older_other  # idle, nothing held waiting: oldest overall
-    assert len(q) == 0 and policy.take(w, q, now=0.0) is None
+    policy = CacheAwarePolicy()  # within max_affinity_wait of each other: affinity decides
+    assert policy.take(w, q, now=5.0) is held1
+    assert policy.take(w, q, now=5.0) is held2
+    assert policy.take(w, q, now=5.0) is older_other  # nothing held waiting: oldest overall
+    assert len(q) == 0 and policy.take(w, q, now=5.0) is None
 
 
 def test_take_oldest_among_several_held_slides() -> None:
@@ -176,17 +176,21 @@ def test_idle_worker_with_no_held_work_takes_oldest() -> None:
     assert CacheAwarePolicy().take(w, q, now=0.0) is first and list(q) == [second]
 
 
-def test_busy_worker_does_not_take_other_slides() -> None:
-    """Only an idle worker adopts foreign work; a busy one with room waits for its slides."""
+def test_busy_worker_does_not_take_other_slides_young() -> None:
+    """A busy worker with room adopts foreign work only once it has waited
+    max_affinity_wait; before that it waits for its own slides (an idle one adopts)."""
     w = worker("w", capacity=3)
     reg = registry(w)
     load(reg, w, 1, slide="mine")
     q = WaitQueue()
-    q.push(task("theirs"))
-    assert CacheAwarePolicy().take(w, q, now=0.0) is None and len(q) == 1
-    mine = task("mine")
+    theirs = task("theirs", 10.0)
+    q.push(theirs)
+    policy = CacheAwarePolicy(max_affinity_wait=0.5)
+    assert policy.take(w, q, now=10.2) is None and len(q) == 1
+    mine = task("mine", 10.3)
     q.push(mine)
-    assert CacheAwarePolicy().take(w, q, now=0.0) is mine
+    assert policy.take(w, q, now=10.4) is mine
+    assert policy.take(w, q, now=10.6) is theirs and len(q) == 0
 
 
 def test_full_worker_takes_nothing() -> None:
@@ -405,7 +409,8 @@ def test_per_slide_index_does_not_grow(how: str) -> None:
 
 def test_cache_aware_take_bounds_how_long_affinity_may_make_a_request_wait() -> None:
     """A request for a slide nobody holds must not starve behind a hot slide: once the
-    oldest waiting request is older than max_affinity_wait, any freed slot takes it."""
+    oldest waiting request has waited max_affinity_wait longer than the freed worker's
+    own oldest, that slot takes it; a deep backlog of the same age keeps affinity."""
     policy = CacheAwarePolicy(max_affinity_wait=0.2)
     reg = Registry()
     busy = WorkerState(b"w1", capacity=2)
@@ -417,6 +422,7 @@ def test_cache_aware_take_bounds_how_long_affinity_may_make_a_request_wait() -> 
     hot = Task(2, b"g", 2, {}, "hot", 1e9, created=100.1)
     q.push(cold)
     q.push(hot)
-    assert policy.take(busy, q, now=100.15) is hot  # young: affinity first
-    q.push(hot)
-    assert policy.take(busy, q, now=100.25) is cold  # cold waited 0.25 s: it goes next
+    assert policy.take(busy, q, now=105.0) is hot  # both old, 0.1 s apart: affinity first
+    later = Task(3, b"g", 3, {}, "hot", 1e9, created=100.25)
+    q.push(later)
+    assert policy.take(busy, q, now=105.0) is cold  # 0.25 s older than its own: cold next
