@@ -628,6 +628,7 @@ def write_list(path: str, peer: Peer, tiles: Sequence[Tile]) -> str:
     return path
 
 
+WS_WINDOW = 4  # requests in flight per websocket (a viewer keeps several)
 OTHER_LIMIT = 0.2  # cores used by neither the server nor wrk before a run is redone
 
 
@@ -652,14 +653,14 @@ def best_of_attempts(args: argparse.Namespace, run_once: Callable[[int], Result]
 
 
 def measure(ps: Processes, peer: Peer, listfile: str, workload: str,
-            args: argparse.Namespace, rundir: str) -> Result:
+            args: argparse.Namespace, rundir: str, websocket: bool = False) -> Result:
     """run_wrk via best_of_attempts; a distinct run goes on down the list, so no attempt
     sees a tile an earlier one fetched."""
     offset = 0
 
     def once(attempt: int) -> Result:
         nonlocal offset
-        r = run_wrk(ps, peer, listfile, workload, args, rundir, offset, attempt)
+        r = run_wrk(ps, peer, listfile, workload, args, rundir, offset, attempt, websocket)
         offset = int(r.raw["next"]) if workload == "distinct" else 0
         return r
 
@@ -667,11 +668,19 @@ def measure(ps: Processes, peer: Peer, listfile: str, workload: str,
 
 
 def run_wrk(ps: Processes, peer: Peer, listfile: str, workload: str, args: argparse.Namespace,
-            rundir: str, offset: int = 0, attempt: int = 1) -> Result:
+            rundir: str, offset: int = 0, attempt: int = 1, websocket: bool = False) -> Result:
+    """One load run: wrk over HTTP, or (``websocket``) scripts/peers/wsdrive.py on /ws
+    with the same connection count, ``WS_WINDOW`` requests in flight on each."""
     lua = os.path.join(PEERS_DIR, "walk.lua")
     argv = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
             f"{args.duration:g}s", "--timeout", "10s", "--latency", "-s", lua,
             peer.url("/"), "--", listfile, str(args.threads), str(offset)]
+    if websocket:
+        argv = [sys.executable, os.path.join(PEERS_DIR, "wsdrive.py"), str(peer.port), listfile,
+                "--procs", str(args.threads), "--conns",
+                str(max(1, args.connections // args.threads)), "--window", str(WS_WINDOW),
+                "--duration", f"{args.duration:g}", "--offset", str(offset)]
+    tool = "wsdrive" if websocket else "wrk"
     roots = [p.pid for p in peer.procs]
     stats0 = _stats(peer)
     before = ps.observe(roots)
@@ -685,11 +694,11 @@ def run_wrk(ps: Processes, peer: Peer, listfile: str, workload: str, args: argpa
     busy1, kids1 = machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
     others = _others(everyone0, all_procs(), set(after) | {os.getpid()}, wall)
     tag = f"{peer.key.replace('/', '-')}-{workload}-{attempt}"
-    with open(os.path.join(rundir, f"wrk-{tag}.txt"), "w") as fh:
+    with open(os.path.join(rundir, f"{tool}-{tag}.txt"), "w") as fh:
         fh.write(" ".join(argv) + "\n\n" + out.stdout + out.stderr)
     m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
     if out.returncode != 0 or m is None:
-        raise BenchError(f"wrk failed ({out.returncode}): {out.stderr.strip()[:300]}")
+        raise BenchError(f"{tool} failed ({out.returncode}): {out.stderr.strip()[:300]}")
     raw = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
     raw.update(wall_s=wall, attempt=attempt, offset=offset)
     by_name: dict[str, float] = {}
@@ -719,12 +728,13 @@ def run_wrk(ps: Processes, peer: Peer, listfile: str, workload: str, args: argpa
         tr_notes = (f"router requests {d['routing.requests']:.0f}, prefetches "
                     f"{d['routing.prefetches']:.0f}, gateway hot hits {d['gateway.hot_hits']:.0f}")
     notes = [f"LIST WRAPPED: {repeats} repeated tiles" if repeats else "", tr_notes,
-             f"wrk {wrk_cpu / wall:.2f} cores",
+             f"{tool} {wrk_cpu / wall:.2f} cores",
              f"OTHER LOAD {other / wall:.2f} cores ({others})" if other / wall > OTHER_LIMIT
              else ""]
     raw["others"] = others
     note = ", ".join(filter(None, notes))
-    return Result(peer.server, peer.geometry.label, workload,
+    server = f"{peer.server} (websocket)" if websocket else peer.server
+    return Result(server, peer.geometry.label, workload,
                   tiles_per_s=ok / seconds, p50_ms=raw["p50_us"] / 1000,
                   p99_ms=raw["p99_us"] / 1000,
                   cpu_per_1000=cpu_s / ok * 1000 if ok else None,
@@ -910,6 +920,9 @@ RATIOS = (  # (label, numerator, denominator, target)
      ("tilerouter", "256/0", "distinct"), ("IIPImage", "256/0", "distinct"), 2.0),
     ("tilerouter 256/0 repeated / IIPImage + memcached repeated",
      ("tilerouter", "256/0", "repeated"), ("IIPImage + memcached", "256/0", "repeated"), 1.0),
+    ("tilerouter 256/0 repeated, websocket / over HTTP",
+     ("tilerouter (websocket)", "256/0", "repeated"), ("tilerouter", "256/0", "repeated"),
+     1.0),
 )
 
 
@@ -1051,6 +1064,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     say(f"    {r.tiles_per_s:.0f} tiles/s p50 {r.p50_ms:.1f} ms "
                         f"p99 {r.p99_ms:.1f} ms, {r.cores:.2f} cores {r.cpu_by_process}, "
                         f"non-2xx {r.non2xx}")
+                if peer.server == "tilerouter":  # the viewer's own transport
+                    listfile = os.path.join(rundir, f"ws-{key.replace('/', '-')}-repeated.txt")
+                    with open(listfile, "w") as fh:
+                        fh.write("".join(f"{t[0]} {t[1]} {t[2]} {t[3]}\n" for t in ts.hot))
+                    say(f"  websocket {key} repeated ({len(ts.hot)} tiles)")
+                    r = measure(ps, peer, listfile, "repeated", args, rundir, websocket=True)
+                    r.note = "; ".join(filter(None, [peer.note, r.note,
+                                                     f"{WS_WINDOW} in flight per websocket"]))
+                    results.append(r)
+                    say(f"    {r.tiles_per_s:.0f} tiles/s p50 {r.p50_ms:.1f} ms "
+                        f"p99 {r.p99_ms:.1f} ms, {r.cores:.2f} cores {r.cpu_by_process}")
                 checks[f"{peer.server} {peer.geometry.label}"] = check_peer(peer, ts, slides)
             except (BenchError, subprocess.TimeoutExpired) as exc:
                 failures[key] = str(exc)

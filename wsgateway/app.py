@@ -66,6 +66,8 @@ class Gateway:
     def answer_now(self, request: dict[str, Any]) -> Reply | None:
         """A reply without the router, for a validated and authorised request: the slide's
         own stored tile, or a hot tile; None when it must be relayed."""
+        if request.get("op") == "tile" and request.get("format") is None:
+            request["format"] = self.settings.tile_format  # one cache key per tile
         data = self.stored.tile(request)
         if data is not None:
             return Reply(_STORED, data)

@@ -276,12 +276,15 @@ def test_identical_requests_cause_one_render(system: System) -> None:
     try:
         for i in range(10):
             ws.send({"id": i, "op": "tile", "slide": "a.tiff", "level": 12, "col": 7, "row": 7})
-        bodies = set()
+        bodies, ids = set(), set()
         for _ in range(10):
             header, data = ws.recv()
-            assert header["ok"] is True
+            assert header["ok"] is True and "rid" not in header
             bodies.add(data)
-        assert len(bodies) == 1
+            ids.add(header["id"])
+        assert len(bodies) == 1 and ids == set(range(10))
+        header, data = ws.tile("a.tiff", 12, 7, 7)  # a hot tile, answered without the router
+        assert header["ok"] is True and "rid" not in header and data in bodies
     finally:
         ws.close()
     after = system.stats()
@@ -289,7 +292,7 @@ def test_identical_requests_cause_one_render(system: System) -> None:
     gw_before, gw_after = before["gateway"], after["gateway"]
     saved = (gw_after["coalesced"] + gw_after["hot_hits"]
              - gw_before["coalesced"] - gw_before["hot_hits"])
-    assert saved == 9
+    assert saved == 9 + 1  # the nine duplicates, then the later hot request
 
 
 def test_idle_workers_prefetch_neighbours_into_the_holders_cache(system: System) -> None:
