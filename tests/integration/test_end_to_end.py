@@ -310,3 +310,29 @@ def test_idle_workers_prefetch_neighbours_into_the_holders_cache(system: System)
         assert data[:2] == b"\xff\xd8"
     finally:
         ws.close()
+
+
+def test_pipelined_hot_tiles_never_meet_busy(system: System) -> None:
+    """A viewer keeping a window of requests in flight on hot tiles is never refused:
+    answered-at-once tiles must not hold in-flight slots after their bytes left."""
+    ws = system.ws()
+    try:
+        assert ws.tile("c.tiff", 8, 0, 0)[0]["ok"] is True  # now hot in the gateway
+        window, total = 8, 600
+        sent = 0
+        for _ in range(window):
+            ws.send({"id": sent, "op": "tile", "slide": "c.tiff", "level": 8, "col": 0,
+                     "row": 0})
+            sent += 1
+        codes: dict[str, int] = {}
+        for _ in range(total):
+            header, _ = ws.recv()
+            code = "ok" if header["ok"] else header["error"]["code"]
+            codes[code] = codes.get(code, 0) + 1
+            if sent < total:
+                ws.send({"id": sent, "op": "tile", "slide": "c.tiff", "level": 8, "col": 0,
+                         "row": 0})
+                sent += 1
+        assert codes == {"ok": total}
+    finally:
+        ws.close()
