@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 class TileSocketHandler(WebSocketHandler):
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.inflight = 0
+        self.inflight = 0  # relayed requests not yet answered
+        self._unflushed = 0  # immediate replies written since the socket buffer was empty
         self.grant = OPEN
         self._relays: set[asyncio.Task[None]] = set()
         rate = gateway.settings.max_requests_per_second
@@ -92,7 +93,10 @@ class TileSocketHandler(WebSocketHandler):
             if self._bucket is not None and not self._bucket.take():
                 raise RateLimited(f"over {self.gateway.settings.max_requests_per_second:g} "
                                   "requests per second on this connection")
-            if self.inflight >= self.gateway.settings.max_inflight_per_connection:
+            if self._unflushed and not self._backed_up():
+                self._unflushed = 0
+            if (self.inflight + self._unflushed
+                    >= self.gateway.settings.max_inflight_per_connection):
                 raise Busy(f"more than {self.gateway.settings.max_inflight_per_connection} "
                            "requests in flight on this connection")
             if "slide" in request:
@@ -110,29 +114,28 @@ class TileSocketHandler(WebSocketHandler):
         self._spawn(self._relay(rid, request))
 
     def _write_now(self, rid: Any, reply: Reply) -> None:
-        """A stored or hot tile, answered in this callback (no task). If the socket took
-        it all at once nothing is pending; else it holds an in-flight slot until written,
-        so a slow reader meets ``busy``. (Counting every such write until its future's
-        callback ran was wrong: Tornado's frame loop reads a fast client's next messages
-        before those callbacks get a turn, and a window of 2 met ``busy``.)"""
+        """A stored or hot tile, answered in this callback (no task, no await).
+
+        Flow control without callbacks: replies written while the socket buffer is not
+        empty count against the in-flight bound until it is seen empty again, so a slow
+        reader meets ``busy``. (Counting each write until its future's callback ran was
+        wrong: Tornado's frame loop reads a fast client's next messages before those
+        callbacks get a turn, and a window of 2 met ``busy``.)
+        """
         self.gateway.counters["requests"] += 1
         header = {"id": rid, **reply.header}
         header.pop("rid", None)  # the router's id of the request that filled the cache
         try:
-            written = self.write_message(binary_frame(header, reply.payload), binary=True)
+            self.write_message(binary_frame(header, reply.payload),
+                               binary=True).add_done_callback(_retrieve)
         except WebSocketClosedError:
             self.gateway.counters["discarded"] += 1
             return
-        stream = getattr(self.ws_connection, "stream", None)
-        if stream is not None and not stream.writing():
-            written.add_done_callback(_retrieve)
-            return
-        self.inflight += 1
-        written.add_done_callback(self._written)
+        self._unflushed = self._unflushed + 1 if self._backed_up() else 0
 
-    def _written(self, fut: asyncio.Future[None]) -> None:
-        self.inflight -= 1
-        _retrieve(fut)
+    def _backed_up(self) -> bool:
+        stream = getattr(self.ws_connection, "stream", None)
+        return stream is not None and stream.writing()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
