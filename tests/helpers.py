@@ -179,13 +179,15 @@ class System:
         return json.loads(body)
 
     def ws(self, origin: str | None = None, token: str | None = "default",
-           query: str = "", cookie: str | None = None) -> WSClient:
+           query: str = "", cookie: str | None = None, rcvbuf: int | None = None
+           ) -> WSClient:
         token = self.token if token == "default" else token
         scheme = "wss" if self.ssl else "ws"
         headers = [f"Authorization: Bearer {token}"] if token else []
         return WSClient(f"{scheme}://127.0.0.1:{self.port}/ws{query}",
                         origin or self.base, headers=headers, cookie=cookie,
-                        sslopt={"ca_certs": self.settings.tls_cert} if self.ssl else None)
+                        sslopt={"ca_certs": self.settings.tls_cert} if self.ssl else None,
+                        rcvbuf=rcvbuf)
 
 
 class WSClient:
@@ -193,10 +195,11 @@ class WSClient:
 
     def __init__(self, url: str, origin: str, timeout: float = 15,
                  headers: list[str] | None = None, cookie: str | None = None,
-                 sslopt: dict[str, Any] | None = None) -> None:
+                 sslopt: dict[str, Any] | None = None, rcvbuf: int | None = None) -> None:
+        sockopt = ((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),) if rcvbuf else ()
         self.sock = websocket.create_connection(url, timeout=timeout, origin=origin,
                                                 header=headers or [], cookie=cookie,
-                                                sslopt=sslopt)
+                                                sslopt=sslopt, sockopt=sockopt)
         self._next = 0
 
     def close(self) -> None:

@@ -36,7 +36,6 @@ from workers.handler import RequestHandler
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_FACTOR = 32
-_STOP = None
 # Fault injection for tests only: a slide that crashes OpenSlide hard cannot be made on
 # demand, so this env var makes the worker die (os._exit) on requests for one slide.
 _CRASH_SLIDE = os.environ.get("TILEROUTER_TEST_CRASH_SLIDE")

@@ -7,10 +7,10 @@ requests fail fast until the router answers again.
 
 The socket is a plain (not ``zmq.asyncio``) socket whose ZMQ_FD is watched by the
 event loop: one callback drains every reply that has arrived, and no send is ever
-awaited (a DEALER with no router peer would wait forever). That halved the
-gateway's CPU per relayed request compared with ``zmq.asyncio`` futures plus an
-``asyncio.wait_for`` task per request; the backstop deadline of each request is
-swept once per heartbeat instead.
+awaited (a DEALER with no router peer would wait forever). Compared with
+``zmq.asyncio`` futures plus an ``asyncio.wait_for`` task per request this cut the
+gateway's CPU per relayed tile by 15 % (0.55 -> 0.47 ms at 650 tiles/s); the backstop
+deadline of each request is swept once per heartbeat instead.
 """
 
 from __future__ import annotations

@@ -336,3 +336,32 @@ def test_pipelined_hot_tiles_never_meet_busy(system: System) -> None:
         assert codes == {"ok": total}
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("fresh_system", [{"max_inflight_per_connection": 4, "workers": 1}],
+                         indirect=True)
+def test_a_client_that_stops_reading_meets_busy(fresh_system: System) -> None:
+    """Hot tiles are answered at once; a client that sends without reading makes its
+    unread replies pile up, and past the bound it gets ``busy`` instead of more bytes
+    buffered in the gateway. Every request is still answered."""
+    ws = fresh_system.ws(rcvbuf=32 * 1024)  # else the kernel would hold all the replies
+    try:
+        assert ws.tile("a.tiff", 12, 5, 5)[0]["ok"] is True  # hot from now on
+        total = 1500  # ~15 MB of replies
+        for i in range(total):
+            ws.send({"id": i, "op": "tile", "slide": "a.tiff", "level": 12, "col": 5,
+                     "row": 5})
+        wait_for(lambda: fresh_system.stats()["gateway"].get("rejected", 0) > 0, 15,
+                 what="the gateway refusing a connection that does not read")
+        codes: dict[str, int] = {}
+        ids = set()
+        for _ in range(total):
+            header, _ = ws.recv()
+            ids.add(header["id"])
+            code = "ok" if header["ok"] else header["error"]["code"]
+            codes[code] = codes.get(code, 0) + 1
+        assert ids == set(range(total))
+        assert codes.get("busy", 0) > 0 and codes.get("ok", 0) > 0
+        assert set(codes) <= {"ok", "busy"}
+    finally:
+        ws.close()
