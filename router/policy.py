@@ -8,7 +8,6 @@ an idle worker always takes the oldest waiting request.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterable
 
 from router.registry import Registry, Task, WorkerState
@@ -41,10 +40,11 @@ class CacheAwarePolicy(Policy):
 
     Affinity is bounded in time, relative to the queue: a freed slot takes work for its
     own slides unless the oldest waiting request has waited ``max_affinity_wait`` longer
-    than the worker's own oldest (or, with nothing of its own waiting, that long at all).
-    So a slide nobody holds is never starved by a hot slide keeping every worker busy,
-    while a deep but fair backlog (saturation) keeps every request on its holder: an
-    absolute bound there turned routing into FIFO and reader opens went up 10x.
+    than the worker's own oldest; with nothing of its own waiting it takes the oldest at
+    once (no slot stays empty while work waits). So a slide nobody holds is never
+    starved by a hot slide keeping every worker busy, while a deep but fair backlog
+    (saturation) keeps every request on its holder: an absolute bound there turned
+    routing into FIFO and reader opens went up 10x.
     """
 
     name = "cache-aware"
@@ -54,9 +54,16 @@ class CacheAwarePolicy(Policy):
 
     def choose(self, task: Task, registry: Registry) -> WorkerState | None:
         if task.slide is not None:
-            best = _least_loaded(w for w in registry.holders(task.slide) if w.has_room)
-            if best is not None:
-                return best
+            ready = [w for w in registry.holders(task.slide) if w.has_room]
+            if ready:
+                least = min(w.load for w in ready)
+                ready = [w for w in ready if w.load == least]
+                if len(ready) == 1:
+                    return ready[0]
+                # equally loaded holders: the same one for the same neighbourhood of
+                # tiles, so a repeat (or a prefetched neighbour) finds its tile cached
+                region = _region(task)
+                return max(ready, key=lambda w: rendezvous_score(region, w.identity))
         idle = [w for w in registry.workers.values() if w.idle]
         if not idle:
             return None
@@ -72,14 +79,10 @@ class CacheAwarePolicy(Policy):
             return None
         own = queue.peek_for_slides(worker.holds())
         # how much longer the oldest request has waited than the one affinity would pick
-        own_since = (time.monotonic() if now is None else now) if own is None else own.created
-        if own is oldest or (own is not None
-                             and own_since - oldest.created < self.max_affinity_wait):
+        if own is not None and own.created - oldest.created < self.max_affinity_wait:
             queue.remove(own)
             return own
-        if worker.idle or own_since - oldest.created >= self.max_affinity_wait:
-            return queue.pop_oldest()
-        return None
+        return queue.pop_oldest()
 
 
 class RoundRobinPolicy(Policy):
@@ -107,6 +110,17 @@ class LeastLoadedPolicy(Policy):
 
     def choose(self, task: Task, registry: Registry) -> WorkerState | None:
         return _least_loaded(w for w in registry.workers.values() if w.has_room)
+
+
+REGION_TILES = 4  # tiles per side of the neighbourhood kept on one holder
+
+
+def _region(task: Task) -> str:
+    req = task.request
+    if req.get("op") != "tile":
+        return task.slide or ""
+    return (f"{task.slide}\0{req.get('level')}\0{int(req.get('col', 0)) // REGION_TILES}"
+            f"\0{int(req.get('row', 0)) // REGION_TILES}")
 
 
 def _least_loaded(workers: Iterable[WorkerState]) -> WorkerState | None:
