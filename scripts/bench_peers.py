@@ -514,14 +514,18 @@ def start_tilerouter(ps: Processes, slides_dir: str, geo: Geometry, extra: str =
     exe = os.path.join(os.path.dirname(sys.executable), "tilerouter")
     argv = [exe, "serve", "--slides", slides_dir, "--port", str(port), "--stats-port",
             str(stats), "--workers", str(WORKERS), "--tile-size", str(geo.tile_size),
-            "--overlap", str(geo.overlap), "--tile-quality", str(QUALITY), *shlex.split(extra)]
+            "--overlap", str(geo.overlap), "--tile-quality", str(QUALITY),
+            # one benchmark websocket asks for more than the default per-connection limit
+            # (2000/s) a viewer ever would; HTTP has no such limit
+            "--max-requests-per-second", "0", *shlex.split(extra)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILEROUTER_")}
     proc = ps.start(f"tilerouter-{geo.tile_size}-{geo.overlap}", argv, env=env, cwd=REPO)
     mode = "passthrough" if geo.overlap == 0 else "render"
     return Peer(f"tilerouter-{geo.label}", "tilerouter", geo, port,
                 lambda t: f"/dz/{t[0]}_files/{t[1]}/{t[2]}_{t[3]}.jpeg",
                 lambda s: f"/dz/{s}.dzi", [proc],
-                note=f"{WORKERS} workers, {mode}, gateway hot cache 64 MiB (default)"
+                note=f"{WORKERS} workers, {mode}, gateway hot cache 64 MiB (default), "
+                "websocket rate limit off"
                 + (f", {extra}" if extra else ""),
                 stats_path="/stats")
 
