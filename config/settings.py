@@ -148,7 +148,7 @@ class Settings:
         """
         if self.gateways:
             return self.gateways
-        if self.passthrough and self.overlap == 0:
+        if self.passthrough and self.gateway_stored_tiles and self.overlap == 0:
             return min(os.cpu_count() or 1, MAX_AUTO_GATEWAYS)
         return 1
 

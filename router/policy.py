@@ -49,7 +49,7 @@ class CacheAwarePolicy(Policy):
 
     name = "cache-aware"
 
-    def __init__(self, max_affinity_wait: float = 1.0) -> None:
+    def __init__(self, max_affinity_wait: float = 0.1) -> None:
         self.max_affinity_wait = max_affinity_wait
 
     def choose(self, task: Task, registry: Registry) -> WorkerState | None:
@@ -132,7 +132,7 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
-def make_policy(name: str, max_affinity_wait: float = 1.0) -> Policy:
+def make_policy(name: str, max_affinity_wait: float = 0.1) -> Policy:
     if name == CacheAwarePolicy.name:
         return CacheAwarePolicy(max_affinity_wait)
     return POLICIES[name]()

@@ -274,6 +274,9 @@ class Client(threading.Thread):
         else:
             header = json.loads(data)
         rid = header.get("id")
+        if rid is None:  # a draining gateway's notice to stop sending; it then closes
+            self.log(f"notice: {str(header)[:200]}")
+            return
         with self.lock:
             req = self.pending.pop(rid, None)
             if req is None:

@@ -36,6 +36,9 @@ from workers.handler import RequestHandler
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_FACTOR = 32
+# on stop, messages already delivered that are still handled (requests among them are at
+# most worker_capacity; the router re-sends anything else once it reads our DISCONNECT)
+FINAL_DRAIN_MESSAGES = 64
 # Fault injection for tests only: a slide that crashes OpenSlide hard cannot be made on
 # demand, so this env var makes the worker die (os._exit) on requests for one slide.
 _CRASH_SLIDE = os.environ.get("TILEROUTER_TEST_CRASH_SLIDE")
@@ -126,7 +129,7 @@ class Worker:
             # what the router already sent us is answered before we leave (the router
             # retries anything else elsewhere once it reads our DISCONNECT)
             with contextlib.suppress(zmq.ZMQError):
-                self._drain_router()
+                self._drain_router(limit=FINAL_DRAIN_MESSAGES)
             with contextlib.suppress(zmq.ZMQError):
                 self._send(protocol.DISCONNECT, {})
             if self._sock is not None:  # linger a little: a dropped DISCONNECT reads as a crash
@@ -164,8 +167,13 @@ class Worker:
                             self.settings.heartbeat_interval * MAX_BACKOFF_FACTOR)
         self._connect()
 
-    def _drain_router(self) -> None:
-        while self._sock is not None:
+    def _drain_router(self, limit: int | None = None) -> None:
+        """Handle what the router has sent. Under steady load the next request is always
+        waiting, so this stops once ``stop`` is set (or after ``limit`` messages)."""
+        handled = 0
+        while self._sock is not None and (handled < limit if limit is not None
+                                          else not self.stop.is_set()):
+            handled += 1
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:

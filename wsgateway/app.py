@@ -43,6 +43,7 @@ class Gateway:
         self.sockets: set[Any] = set()  # open websocket handlers, closed at shutdown
         self.relaying = 0  # websocket requests accepted and not yet answered
         self.draining = False
+        self.last_message_at = 0.0  # time.monotonic() of the last websocket message
         self.counters: Counter[str] = Counter()
         self.allowed_origins = tuple(
             o.strip() for o in settings.allowed_origins.split(",") if o.strip())
@@ -50,12 +51,14 @@ class Gateway:
         self.stored = StoredTiles(settings)
         self.auth = Authorizer(settings.auth_token, settings.auth_secret)
 
-    async def request(self, request: dict[str, Any], grant: Grant = OPEN) -> Reply:
-        """Relay a validated request for a caller holding ``grant``."""
+    async def request(self, request: dict[str, Any], grant: Grant = OPEN,
+                      looked_up: bool = False) -> Reply:
+        """Relay a validated request for a caller holding ``grant`` (``looked_up``: the
+        caller already tried ``answer_now``)."""
         self.counters["requests"] += 1
         if "slide" in request:
             grant.check(request["slide"])
-        reply = self.answer_now(request)
+        reply = None if looked_up else self.answer_now(request)
         if reply is None:
             reply = await self.hot.fetch(request, self.client.request)
         if request.get("op") == "list" and grant.prefixes is not None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Sequence
 
 import tornado.httpserver
@@ -18,6 +19,8 @@ from wsgateway.fast_http import FastTiles
 from wsgateway.relay import RouterClient
 
 log = logging.getLogger(__name__)
+
+DRAIN_QUIET = 0.2
 
 
 def loop_time() -> float:
@@ -34,7 +37,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     # several gateway processes may share one port (SO_REUSEPORT): the kernel spreads
     # connections across them, so HTTP/websocket handling uses more than one core
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host,
-                                           reuse_port=settings.gateway_count > 1)
+                                           reuse_port=settings.gateways > 1)
     ssl_ctx = None
     if settings.tls_cert:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -55,12 +58,17 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
         # accepted is answered (bounded by drain_timeout); then close with a close frame
         server.stop()
         gateway.draining = True
+        for handler in list(gateway.sockets):
+            handler.notify_draining()
         deadline = loop_time() + settings.drain_timeout
         while (gateway.relaying or client.pending) and loop_time() < deadline:
             await asyncio.sleep(0.02)
         gateway.stored.close()
         await client.close()  # anything still waiting on the router: 'unavailable'
-        while gateway.relaying and loop_time() < deadline + 1:
+        # requests a client sent before it read the notice are still answered: close only
+        # once no websocket message has arrived for DRAIN_QUIET seconds
+        while ((gateway.relaying or time.monotonic() - gateway.last_message_at < DRAIN_QUIET)
+               and loop_time() < deadline + 1):
             await asyncio.sleep(0.02)
         for handler in list(gateway.sockets):
             handler.close(1001, "gateway shutting down")

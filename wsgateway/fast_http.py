@@ -123,7 +123,7 @@ class _Dispatch(httputil.HTTPMessageDelegate):
 
     async def _relay(self, request: dict[str, Any], grant: Grant) -> None:
         try:
-            reply = await self.owner.gateway.request(request, grant)
+            reply = await self.owner.gateway.request(request, grant, looked_up=True)
             if not reply.header.get("ok"):
                 raise error_from_wire(reply.header.get("error") or {})
         except TileRouterError as exc:
@@ -171,11 +171,11 @@ def _tile_request(match: re.Match[str]) -> dict[str, Any] | None:
     """The relay request for a matched tile path; None sends it to the app instead."""
     try:
         slide = unquote(match.group(1), errors="strict")
-    except UnicodeDecodeError:
+        level, col, row = int(match.group(2)), int(match.group(3)), int(match.group(4))
+    except ValueError:  # not UTF-8, or an integer too long for int(): the app says 400
         return None
     fmt = match.group(5)
-    return {"op": "tile", "slide": slide, "level": int(match.group(2)),
-            "col": int(match.group(3)), "row": int(match.group(4)),
+    return {"op": "tile", "slide": slide, "level": level, "col": col, "row": row,
             "format": "jpeg" if fmt in ("jpg", "jpeg") else fmt}
 
 
@@ -183,10 +183,11 @@ def _authenticate(gateway: Gateway, query: str, headers: httputil.HTTPHeaders) -
     """As ``http.authenticate``: a token from the header, the query or the cookie."""
     if not gateway.auth.enabled:
         return OPEN
-    tokens = parse_qs(query).get("token") if query else None
+    tokens = parse_qs(query, keep_blank_values=True).get("token") if query else None
     cookie = httputil.parse_cookie(headers.get("Cookie", "")).get(COOKIE)
     try:
-        return gateway.auth.check(token_from(headers, tokens[-1] if tokens else None, cookie))
+        return gateway.auth.check(token_from(headers, tokens[-1].strip() if tokens else None,
+                                             cookie))
     except TileRouterError:
         raise
     except Exception:

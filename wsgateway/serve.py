@@ -36,8 +36,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def system_children(settings: Settings) -> list[Child]:
-    env = {**os.environ, **settings.to_env()}
     count = settings.gateway_count
+    # children get the resolved count: a gateway shares its port only when told to
+    env = {**os.environ, **settings.replace(gateways=count).to_env()}
     gateways = [Child(f"gateway-{i}" if count > 1 else "gateway",
                       component_argv("wsgateway.cli"), env) for i in range(count)]
     return [Child("router", component_argv("router.cli"), env), *worker_children(settings),

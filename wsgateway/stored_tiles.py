@@ -17,7 +17,7 @@ import asyncio
 import logging
 
 import openslide
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 from openslide.deepzoom import DeepZoomGenerator
 
 from config.settings import Settings
@@ -25,6 +25,9 @@ from readers.passthrough import PassthroughIndex
 from readers.paths import resolve_slide_path
 
 log = logging.getLogger(__name__)
+
+FAILED_SLIDES = 1024
+FAILED_RETRY_S = 60.0
 
 
 class _ClosingLRU(LRUCache):
@@ -43,19 +46,24 @@ class StoredTiles:
         self.enabled = (settings.gateway_stored_tiles and settings.passthrough
                         and settings.overlap == 0)
         self._indexes = _ClosingLRU(max(1, settings.reader_cache_size))
+        # slides whose index could not be built (missing, unreadable): not retried for a
+        # while, and kept apart so that bad names never evict good indexes
+        self._failed: TTLCache[str, bool] = TTLCache(FAILED_SLIDES, FAILED_RETRY_S)
         self._building: set[str] = set()
         self.hits = 0
 
     def tile(self, request: dict[str, object]) -> bytes | None:
         """The stored bytes for a validated tile request, or None: relay it instead."""
         fmt = request.get("format") or self.settings.tile_format
-        if not self.enabled or request.get("op") != "tile" or fmt != "jpeg":
+        if (not self.enabled or request.get("op") != "tile" or fmt != "jpeg"
+                or request.get("prefetch")):  # a prefetch wants no bytes back
             return None
         slide = str(request["slide"])
         try:
             index = self._indexes[slide]
         except KeyError:
-            self._build_soon(slide)
+            if slide not in self._failed:
+                self._build_soon(slide)
             return None
         if index is None:
             return None
@@ -74,7 +82,10 @@ class StoredTiles:
 
     def _built(self, slide: str, future: asyncio.Future[PassthroughIndex | None]) -> None:
         self._building.discard(slide)
-        index = None if future.cancelled() or future.exception() else future.result()
+        if future.cancelled() or future.exception() is not None:
+            self._failed[slide] = True
+            return
+        index = future.result()  # None: a readable slide with nothing to pass through
         if self.enabled:
             self._indexes[slide] = index
         elif index is not None:
@@ -87,14 +98,11 @@ class StoredTiles:
 
 
 def build_index(settings: Settings, slide: str) -> PassthroughIndex | None:
-    """Open the slide just long enough to index its stored tiles; None if it has none."""
-    try:
-        path = resolve_slide_path(settings.slides, slide)
-        with openslide.OpenSlide(path) as osr:
-            dz = DeepZoomGenerator(osr, settings.tile_size, settings.overlap,
-                                   settings.limit_bounds)
-            return PassthroughIndex.build(path, osr, dz, settings.tile_size,
-                                          settings.limit_bounds)
-    except Exception as exc:  # not ours to report: the worker answers this slide's errors
-        log.debug("no gateway passthrough for %r: %s", slide, exc)
-        return None
+    """Open the slide just long enough to index its stored tiles; None if it has none.
+
+    Raises when the slide cannot be opened (the worker reports that to the client)."""
+    path = resolve_slide_path(settings.slides, slide)
+    with openslide.OpenSlide(path) as osr:
+        dz = DeepZoomGenerator(osr, settings.tile_size, settings.overlap,
+                               settings.limit_bounds)
+        return PassthroughIndex.build(path, osr, dz, settings.tile_size, settings.limit_bounds)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -76,6 +77,7 @@ class TileSocketHandler(WebSocketHandler):
         log.debug("websocket closed; %d relays still pending", len(self._relays))
 
     def on_message(self, message: str | bytes) -> None:
+        self.gateway.last_message_at = time.monotonic()
         rid: Any = None
         try:
             if isinstance(message, bytes):
@@ -112,7 +114,7 @@ class TileSocketHandler(WebSocketHandler):
             return
         self.inflight += 1
         self.gateway.relaying += 1
-        self._spawn(self._relay(rid, request))
+        self._spawn(self._relay(rid, request, looked_up=reply is None))
 
     def _write_now(self, rid: Any, reply: Reply) -> None:
         """A stored or hot tile, answered in this callback (no task, no await).
@@ -145,10 +147,11 @@ class TileSocketHandler(WebSocketHandler):
         self._relays.add(task)
         task.add_done_callback(self._relays.discard)
 
-    async def _relay(self, rid: Any, request: dict[str, Any]) -> None:
+    async def _relay(self, rid: Any, request: dict[str, Any], looked_up: bool = False
+                     ) -> None:
         try:
             try:
-                reply = await self.gateway.request(request, self.grant)
+                reply = await self.gateway.request(request, self.grant, looked_up)
             except TileRouterError as exc:
                 await self._send(error_body(rid, exc.code, exc.message), binary=False)
                 return
@@ -166,6 +169,10 @@ class TileSocketHandler(WebSocketHandler):
         finally:
             self.inflight -= 1
             self.gateway.relaying -= 1
+
+    def notify_draining(self) -> None:
+        """Tell the client (id null) to stop sending: it re-sends after reconnecting."""
+        self._send_now(error_body(None, "unavailable", "gateway shutting down; reconnect"))
 
     def _send_now(self, message: str) -> None:
         """Queue a reply at once, so it goes out before any close frame sent after it."""

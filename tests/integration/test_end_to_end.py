@@ -218,6 +218,8 @@ def test_http_tile_path_keeps_one_connection_alive_across_routes(system: System)
         status, headers, body = get("/dz/a.tiff_files/12/99_0.jpeg")
         assert status == 404 and headers["Cache-Control"] == "no-store"
         assert json.loads(body)["error"]["code"] == "out_of_range"
+        status, _, body = get("/dz/a.tiff_files/12/" + "9" * 5000 + "_0.jpeg")
+        assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
         status, _, body = get("/dz/escape.tiff_files/9/0_0.jpeg")
         assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
         assert get("/dz/sub/b.tiff_files/9/1_1.jpeg", "HEAD")[0] == 405  # the app's answer

@@ -151,7 +151,7 @@ def test_take_prefers_held_slide_over_older_other_slide() -> None:
     older_other, held1, held2 = task("x", 1.0), task("s", 1.1), task("s", 1.2)
     for t in (older_other, held1, held2):
         q.push(t)
-    policy = CacheAwarePolicy()  # within max_affinity_wait of each other: affinity decides
+    policy = CacheAwarePolicy(max_affinity_wait=1.0)  # all within it: affinity decides
     assert policy.take(w, q, now=5.0) is held1
     assert policy.take(w, q, now=5.0) is held2
     assert policy.take(w, q, now=5.0) is older_other  # nothing held waiting: oldest overall
