@@ -83,6 +83,9 @@ class StoredTiles:
     def _built(self, slide: str, future: asyncio.Future[PassthroughIndex | None]) -> None:
         self._building.discard(slide)
         if future.cancelled() or future.exception() is not None:
+            # not ours to report: the worker answers this slide's errors to the client
+            log.debug("no gateway passthrough for %r: %s", slide,
+                      "cancelled" if future.cancelled() else future.exception())
             self._failed[slide] = True
             return
         index = future.result()  # None: a readable slide with nothing to pass through
