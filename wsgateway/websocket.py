@@ -125,10 +125,8 @@ class TileSocketHandler(WebSocketHandler):
         fast client's next messages before those callbacks get a turn.)
         """
         self.gateway.counters["requests"] += 1
-        header = {"id": rid, **reply.header}
-        header.pop("rid", None)  # the router's id of the request that filled the cache
         try:
-            self.write_message(binary_frame(header, reply.payload),
+            self.write_message(binary_frame(_client_header(rid, reply), reply.payload),
                                binary=True).add_done_callback(_retrieve)
         except WebSocketClosedError:
             self.gateway.counters["discarded"] += 1
@@ -159,9 +157,7 @@ class TileSocketHandler(WebSocketHandler):
                 log.exception("relaying %r failed", request)
                 await self._send(error_body(rid, "internal", str(exc)), binary=False)
                 return
-            header = dict(reply.header)
-            header.pop("rid", None)
-            header = {"id": rid, **header}
+            header = _client_header(rid, reply)
             if reply.payload is not None:
                 await self._send(binary_frame(header, reply.payload), binary=True)
             else:
@@ -189,6 +185,14 @@ class TileSocketHandler(WebSocketHandler):
             await self.write_message(message, binary=binary)
         except WebSocketClosedError:
             self.gateway.counters["discarded"] += 1
+
+
+def _client_header(rid: Any, reply: Reply) -> dict[str, Any]:
+    """A reply's header as the client sees it: its own id, not the router's ``rid`` (of
+    whichever request filled the hot cache, for a hot tile)."""
+    header = {"id": rid, **reply.header}
+    header.pop("rid", None)
+    return header
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:
