@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openslide
@@ -14,7 +15,7 @@ import websocket
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
-from tests.helpers import System, wait_for
+from tests.helpers import System, WSClient, wait_for
 
 
 def _expected(path: Path, level: int, col: int, row: int) -> Image.Image:
@@ -26,6 +27,19 @@ def _jpeg(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "jpeg", quality=75)
     return buf.getvalue()
+
+
+def _collect(ws: WSClient, n: int) -> tuple[set[Any], dict[str, int]]:
+    """Read ``n`` replies: the ids answered, and how many got each outcome ("ok" or the
+    error code)."""
+    ids: set[Any] = set()
+    codes: dict[str, int] = {}
+    for _ in range(n):
+        header, _ = ws.recv()
+        ids.add(header["id"])
+        code = "ok" if header["ok"] else header["error"]["code"]
+        codes[code] = codes.get(code, 0) + 1
+    return ids, codes
 
 
 TILES = [(12, 0, 0), (12, 11, 8), (9, 1, 1), (8, 0, 0), (0, 0, 0)]
@@ -178,13 +192,7 @@ def test_flood_is_bounded_and_every_request_answered(system: System) -> None:
         for i in range(n):
             ws.send({"id": i, "op": "tile", "slide": "a.tiff", "level": 11,
                      "col": i % 6, "row": i % 5})
-        codes: dict[str, int] = {}
-        seen = set()
-        for _ in range(n):
-            header, _ = ws.recv()
-            seen.add(header["id"])
-            code = "ok" if header["ok"] else header["error"]["code"]
-            codes[code] = codes.get(code, 0) + 1
+        seen, codes = _collect(ws, n)
         assert seen == set(range(n))
         assert codes.get("busy", 0) > 0 and codes.get("ok", 0) >= 64, codes
         assert set(codes) <= {"ok", "busy"}, codes
@@ -355,13 +363,7 @@ def test_a_client_that_stops_reading_meets_busy(fresh_system: System) -> None:
                      "row": 5})
         wait_for(lambda: fresh_system.stats()["gateway"].get("rejected", 0) > 0, 15,
                  what="the gateway refusing a connection that does not read")
-        codes: dict[str, int] = {}
-        ids = set()
-        for _ in range(total):
-            header, _ = ws.recv()
-            ids.add(header["id"])
-            code = "ok" if header["ok"] else header["error"]["code"]
-            codes[code] = codes.get(code, 0) + 1
+        ids, codes = _collect(ws, total)
         assert ids == set(range(total))
         assert codes.get("busy", 0) > 0 and codes.get("ok", 0) > 0
         assert set(codes) <= {"ok", "busy"}
