@@ -12,7 +12,6 @@ request, e.g. a path that is not valid UTF-8) goes to the application unchanged.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -27,7 +26,7 @@ from router.errors import BadRequest, TileRouterError, error_from_wire
 from router.protocol import check_request, payload_bytes
 from wsgateway.auth import COOKIE, OPEN, Grant, token_from
 from wsgateway.relay import Reply
-from wsgateway.wire import http_status
+from wsgateway.wire import http_error_body, http_status
 
 if TYPE_CHECKING:
     from tornado.web import Application
@@ -141,7 +140,7 @@ class _Dispatch(httputil.HTTPMessageDelegate):
                     "public, max-age=3600", body)
 
     def _error(self, exc: TileRouterError) -> None:
-        body = json.dumps({"ok": False, "error": {"code": exc.code, "message": exc.message}})
+        body = http_error_body(exc.code, exc.message)
         self._write(http_status(exc.code), "application/json", "no-store", body.encode())
 
     def _write(self, status: int, mime: str, cache: str, body: bytes) -> None:

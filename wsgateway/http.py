@@ -15,7 +15,7 @@ from router.errors import BadRequest, TileRouterError, error_from_wire
 from router.protocol import check_request, payload_bytes
 from wsgateway.auth import COOKIE, OPEN, Grant, token_from
 from wsgateway.relay import Reply
-from wsgateway.wire import http_status
+from wsgateway.wire import http_error_body, http_status
 
 if TYPE_CHECKING:
     from wsgateway.app import Gateway
@@ -64,7 +64,7 @@ class RelayHandler(RequestHandler):
             code, message = "http", self._reason
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps({"ok": False, "error": {"code": code, "message": message}}))
+        self.finish(http_error_body(code, message))
 
     def write_image(self, reply: Reply) -> None:
         self.set_header("Content-Type", reply.header.get("mime", "application/octet-stream"))

@@ -27,5 +27,10 @@ def error_body(rid: Any, code: str, message: str) -> str:
     return json.dumps({"id": rid, "ok": False, "error": {"code": code, "message": message}})
 
 
+def http_error_body(code: str, message: str) -> str:
+    """The JSON body of every HTTP error response (no id: one request per response)."""
+    return json.dumps({"ok": False, "error": {"code": code, "message": message}})
+
+
 def http_status(code: str) -> int:
     return HTTP_STATUS.get(code, 500)
