@@ -35,10 +35,11 @@ class HotTiles:
 
     def get(self, request: dict[str, Any]) -> Reply | None:
         """The cached reply for a validated request (counted as a hit), else None."""
-        if self._lru is None:
-            return None
         key = cache_key(request)
-        reply = self._lru.get(key) if key is not None else None
+        return self._cached(key) if key is not None else None
+
+    def _cached(self, key: Hashable) -> Reply | None:
+        reply = self._lru.get(key) if self._lru is not None else None
         if reply is not None:
             self.hits += 1
         return reply
@@ -48,11 +49,9 @@ class HotTiles:
         key = cache_key(request)
         if key is None:
             return await send(request)
-        if self._lru is not None:
-            reply = self._lru.get(key)
-            if reply is not None:
-                self.hits += 1
-                return reply
+        reply = self._cached(key)  # it may have arrived since the caller's get()
+        if reply is not None:
+            return reply
         pending = self._inflight.get(key)
         if pending is not None:
             self.coalesced += 1
