@@ -55,8 +55,13 @@ class Settings:
     stats_host: str = field(default="127.0.0.1", metadata={"help": "router stats bind address"})
     stats_port: int = field(default=8089, metadata={"help": "router stats HTTP port (0=off)"})
     # Workers
-    workers: int = field(default=0, metadata={"help": "worker processes (0 = CPU count)"})
+    workers: int = field(default=0, metadata={"help": "worker processes (0 = one per CPU of "
+                                                       "worker_cpus, else per CPU)"})
     worker_capacity: int = field(default=2, metadata={"help": "requests in flight per worker"})
+    worker_cpus: str = field(
+        default="", metadata={"help": "CPUs the workers run on, e.g. '1' or '2-3,5' ('' = any); "
+                                      "serve keeps the router and gateways off them"}
+    )
     reader_cache_size: int = field(default=16, metadata={"help": "open slides per worker"})
     tile_cache_bytes: int = field(
         default=256 * 1024 * 1024, metadata={"help": "encoded-tile cache per worker (bytes)"}
@@ -135,7 +140,7 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or os.cpu_count() or 1
+        return self.workers or len(self.worker_cpu_set) or os.cpu_count() or 1
 
     @property
     def gateway_count(self) -> int:
@@ -151,6 +156,11 @@ class Settings:
         if self.passthrough and self.gateway_stored_tiles and self.overlap == 0:
             return min(os.cpu_count() or 1, MAX_AUTO_GATEWAYS)
         return 1
+
+    @property
+    def worker_cpu_set(self) -> frozenset[int]:
+        """The CPUs of ``worker_cpus`` (empty: the kernel places workers anywhere)."""
+        return parse_cpu_list(self.worker_cpus)
 
     @property
     def heartbeat_expiry(self) -> float:
@@ -178,6 +188,13 @@ def _validate(s: Settings) -> None:
     need(s.workers >= 0, "workers", "must be >= 0")
     need(0 <= s.gateways <= 64, "gateways", "must be 0..64")
     need(s.worker_capacity >= 1, "worker_capacity", "must be >= 1")
+    try:
+        cpus = parse_cpu_list(s.worker_cpus)
+    except ValueError:
+        cpus = None
+    need(cpus is not None, "worker_cpus", "must be a CPU list like '1' or '0-3,6'")
+    need(cpus is None or cpus <= frozenset(range(os.cpu_count() or 1)), "worker_cpus",
+         f"this machine has CPUs 0..{(os.cpu_count() or 1) - 1}")
     need(s.reader_cache_size >= 1, "reader_cache_size", "must be >= 1")
     need(s.tile_cache_bytes >= 0, "tile_cache_bytes", "must be >= 0")
     need(s.openslide_cache_bytes >= 0, "openslide_cache_bytes", "must be >= 0")
@@ -204,6 +221,18 @@ def _validate(s: Settings) -> None:
         need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc"), name,
              "must be tcp://HOST:PORT or ipc://PATH")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """``'0-2,5'`` -> {0, 1, 2, 5} (the kernel's cpuset list format); ValueError if bad."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, dash, last = part.partition("-")
+        lo, hi = int(first), int(last) if dash else int(first)
+        if not 0 <= lo <= hi < 4096:
+            raise ValueError(part)
+        cpus.update(range(lo, hi + 1))
+    return frozenset(cpus)
 
 
 def _format(value: Any) -> str:

@@ -45,6 +45,13 @@ class Child:
     restart_at: float = 0.0
     restarts: int = 0
     exits: list[int] = field(default_factory=list)
+    cpus: frozenset[int] = frozenset()  # CPU affinity ('' worker_cpus: any CPU)
+
+    def _preexec(self) -> None:
+        """Runs in the child before exec: die with the supervisor, stay on our CPUs."""
+        _die_with_parent()
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
 
 def component_argv(module: str) -> list[str]:
@@ -62,7 +69,7 @@ class Supervisor:
             self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=_die_with_parent)
+        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=child._preexec)
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 
@@ -123,8 +130,15 @@ class Supervisor:
 
 def worker_children(settings: Settings) -> list[Child]:
     env = {**os.environ, **settings.to_env()}
-    return [Child(f"worker-{i}", component_argv("workers.cli"), env)
-            for i in range(settings.worker_count)]
+    return [Child(f"worker-{i}", component_argv("workers.cli"), env,
+                  cpus=settings.worker_cpu_set) for i in range(settings.worker_count)]
+
+
+def other_cpus(settings: Settings) -> frozenset[int]:
+    """Where the router and gateways go: the CPUs left over by ``worker_cpus`` (or any,
+    when workers take them all), so rendering never competes with relaying."""
+    rest = frozenset(os.sched_getaffinity(0)) - settings.worker_cpu_set
+    return rest if settings.worker_cpu_set and rest else frozenset()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

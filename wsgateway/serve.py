@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from config.logs import setup_logging
 from config.settings import Settings, add_arguments, load_settings
 from router.errors import ConfigError
-from workers.launcher import Child, Supervisor, component_argv, worker_children
+from workers.launcher import Child, Supervisor, component_argv, other_cpus, worker_children
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,11 @@ def system_children(settings: Settings) -> list[Child]:
     count = settings.gateway_count
     # children get the resolved count: a gateway shares its port only when told to
     env = {**os.environ, **settings.replace(gateways=count).to_env()}
+    rest = other_cpus(settings)
     gateways = [Child(f"gateway-{i}" if count > 1 else "gateway",
-                      component_argv("wsgateway.cli"), env) for i in range(count)]
-    return [Child("router", component_argv("router.cli"), env), *worker_children(settings),
-            *gateways]
+                      component_argv("wsgateway.cli"), env, cpus=rest) for i in range(count)]
+    return [Child("router", component_argv("router.cli"), env, cpus=rest),
+            *worker_children(settings), *gateways]
 
 
 def wait_ready(url: str, timeout: float = 60.0, supervisor: Supervisor | None = None) -> bool:

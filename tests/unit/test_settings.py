@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import ENV_PREFIX, Settings, load_settings, parse_cli
+from config.settings import ENV_PREFIX, Settings, load_settings, parse_cli, parse_cpu_list
 from router.errors import ConfigError
 
 
@@ -170,3 +170,15 @@ def test_parse_cli_exits_2_naming_the_setting(
 def test_endpoint_without_scheme_separator_is_refused() -> None:
     with pytest.raises(ConfigError, match=_names("frontend")):
         Settings(frontend="tcp")
+
+
+def test_worker_cpus_parse_and_validate() -> None:
+    """The kernel's list format; a bad list or a CPU this machine lacks fails at start."""
+    assert parse_cpu_list("") == frozenset()
+    assert parse_cpu_list("0-2, 5") == {0, 1, 2, 5}
+    assert Settings(worker_cpus="0").worker_cpu_set == {0}
+    assert Settings(worker_cpus="0").worker_count == 1  # workers=0: one per pinned CPU
+    assert Settings(worker_cpus="0", workers=3).worker_count == 3
+    for bad in ("x", "3-1", "-1", "1-", f"{os.cpu_count()}"):
+        with pytest.raises(ConfigError, match=_names("worker_cpus")):
+            Settings(worker_cpus=bad)
