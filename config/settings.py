@@ -69,6 +69,11 @@ class Settings:
     openslide_cache_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "shared OpenSlide cache per worker"}
     )
+    decoded_cache_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "decoded stored JPEG tiles per worker, "
+                                                    "cut into tiles by Pillow (0 = render "
+                                                    "every tile through OpenSlide)"}
+    )
     open_latency: float = field(
         default=0.0, metadata={"help": "extra seconds per slide open (benchmarks: slow storage)"}
     )
@@ -198,6 +203,7 @@ def _validate(s: Settings) -> None:
     need(s.reader_cache_size >= 1, "reader_cache_size", "must be >= 1")
     need(s.tile_cache_bytes >= 0, "tile_cache_bytes", "must be >= 0")
     need(s.openslide_cache_bytes >= 0, "openslide_cache_bytes", "must be >= 0")
+    need(s.decoded_cache_bytes >= 0, "decoded_cache_bytes", "must be >= 0")
     need(0 <= s.open_latency <= 60, "open_latency", "must be 0..60")
     need(s.policy in POLICIES, "policy", f"must be one of {POLICIES}")
     need(s.request_timeout > 0, "request_timeout", "must be > 0")

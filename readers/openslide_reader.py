@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from readers.base import SlideReader
 from readers.passthrough import PassthroughIndex
+from readers.stored_levels import DecodedTiles, StoredLevels
 from router.errors import BadSlide, OutOfRange, SlideNotFound
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class OpenSlideReader(SlideReader):
         cache: openslide.OpenSlideCache | None = None,
         name: str = "",
         passthrough: bool = True,
+        decoded: DecodedTiles | None = None,
     ) -> None:
         self.path = path
         self.name = name or path
@@ -80,6 +82,12 @@ class OpenSlideReader(SlideReader):
         self._passthrough = (
             PassthroughIndex.build(path, self._slide, self._dz, tile_size, limit_bounds)
             if passthrough and overlap == 0 else None)
+        # stored JPEG tiles decoded by Pillow where a tile is read 1:1 (stored_levels.py);
+        # it needs DeepZoomGenerator's tile arithmetic, a private method: else OpenSlide
+        self._stored = (
+            StoredLevels.build(path, self._slide, decoded)
+            if decoded is not None and isinstance(self._slide, openslide.OpenSlide)
+            and hasattr(self._dz, "_get_tile_info") else None)
 
     @property
     def slide(self) -> openslide.AbstractSlide:
@@ -128,9 +136,22 @@ class OpenSlideReader(SlideReader):
             if stored is not None:
                 return stored
         try:
-            return encode_image(self._dz.get_tile(level, (col, row)), fmt, quality)
+            return encode_image(self._render(level, col, row), fmt, quality)
         except _READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {exc}") from None
+
+    def _render(self, level: int, col: int, row: int) -> Image.Image:
+        """``DeepZoomGenerator.get_tile``'s pixels, from stored tiles where they are read 1:1."""
+        if self._stored is not None:
+            ((x0, y0), slide_level, size), z_size = self._dz._get_tile_info(level, (col, row))
+            down = self._slide.level_downsamples[slide_level]
+            if (tuple(size) == tuple(z_size) and down.is_integer()
+                    and x0 % down == 0 and y0 % down == 0):
+                image = self._stored.region(slide_level, int(x0 // down), int(y0 // down),
+                                            *size)
+                if image is not None:
+                    return image
+        return self._dz.get_tile(level, (col, row))
 
     def associated(self, name: str, size: int) -> bytes:
         try:
@@ -149,6 +170,8 @@ class OpenSlideReader(SlideReader):
         self._slide.close()
         if self._passthrough is not None:
             self._passthrough.close()
+        if self._stored is not None:
+            self._stored.close()
 
 
 def _float(value: str | None) -> float | None:

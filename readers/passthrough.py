@@ -72,6 +72,7 @@ class _Level:
     tables_dqt: bool  # ``tables`` holds quantisation tables
     tables_dht: bool  # ``tables`` holds Huffman tables
     rgb: bool  # PhotometricInterpretation RGB (else YCbCr)
+    tile_size: int  # stored tiles are tile_size x tile_size (edge tiles padded)
 
 
 def full_bounds(properties: Any, dimensions: tuple[int, int]) -> bool:
@@ -272,26 +273,42 @@ def _index_levels(fh: Any, slide: openslide.AbstractSlide, wanted: dict[int, int
                   tile_size: int) -> dict[int, _Level]:
     levels: dict[int, _Level] = {}
     with tifffile.TiffFile(fh) as tif:  # a handle we opened ourselves is left open
-        pages = [p for p in tif.pages if isinstance(p, tifffile.TiffPage) and p.is_tiled]
+        pages = tiled_pages(tif)
         for dz_level, level in wanted.items():
-            width, height = slide.level_dimensions[level]
-            same = [p for p in pages if (p.imagewidth, p.imagelength) == (width, height)]
-            if len(same) != 1:
-                continue  # no IFD or an ambiguous one
-            page = same[0]
-            tables = _eligible(page, tile_size)
-            if tables is None:
-                continue
-            markers = {marker for marker, _ in tables}
-            across = math.ceil(width / tile_size)
-            if len(page.dataoffsets) != across * math.ceil(height / tile_size):
-                continue
-            levels[dz_level] = _Level(
-                offsets=array("Q", page.dataoffsets), counts=array("Q", page.databytecounts),
-                across=across, full_cols=width // tile_size, full_rows=height // tile_size,
-                tables=b"".join(seg for _, seg in tables), tables_dqt=_DQT in markers,
-                tables_dht=_DHT in markers, rgb=page.photometric == _PHOTOMETRIC_RGB)
+            found = stored_level(pages, slide.level_dimensions[level], tile_size)
+            if found is not None:
+                levels[dz_level] = found
     return levels
+
+
+def tiled_pages(tif: tifffile.TiffFile) -> list[tifffile.TiffPage]:
+    return [p for p in tif.pages if isinstance(p, tifffile.TiffPage) and p.is_tiled]
+
+
+def stored_level(pages: list[tifffile.TiffPage], dimensions: tuple[int, int],
+                 tile_size: int | None) -> _Level | None:
+    """The one tiled IFD of these dimensions as a _Level, if its JPEG tiles qualify.
+
+    ``tile_size`` None takes the IFD's own (square) tile size."""
+    width, height = dimensions
+    same = [p for p in pages if (p.imagewidth, p.imagelength) == (width, height)]
+    if len(same) != 1:
+        return None  # no IFD or an ambiguous one
+    page = same[0]
+    size = page.tilewidth if tile_size is None else tile_size
+    tables = _eligible(page, size)
+    if tables is None or size < 16:
+        return None
+    markers = {marker for marker, _ in tables}
+    across = math.ceil(width / size)
+    if len(page.dataoffsets) != across * math.ceil(height / size):
+        return None
+    return _Level(
+        offsets=array("Q", page.dataoffsets), counts=array("Q", page.databytecounts),
+        across=across, full_cols=width // size, full_rows=height // size,
+        tables=b"".join(seg for _, seg in tables), tables_dqt=_DQT in markers,
+        tables_dht=_DHT in markers, rgb=page.photometric == _PHOTOMETRIC_RGB,
+        tile_size=size)
 
 
 def _eligible(page: tifffile.TiffPage, tile_size: int) -> list[tuple[int, bytes]] | None:

@@ -11,6 +11,10 @@ One run on 127.0.0.1, one server at a time, the same tiles for all of them:
   plain and with memcached; its DeepZoom is 256/0 only;
 * OpenSlide itself in-process: 2 processes of ``DeepZoomGenerator.get_tile`` + Pillow JPEG
   q75 on the same distinct tiles (what the worker cores could render at best).
+* "own-cores": the target's "what OpenSlide can render on the cores the workers use" taken
+  literally: tilerouter 254/1 with its workers pinned to the upper half of the CPUs
+  (``--worker-cpus``) and gateway, router and wrk on the lower half, against OpenSlide
+  in-process pinned to the same upper half. The shared-core rows above stay as they are.
 
 Workloads, driven by wrk (``scripts/peers/walk.lua`` walks a URL list): "distinct" = every
 tile of the highest --levels levels of every slide, shuffled with a fixed seed, never
@@ -69,6 +73,9 @@ APT_PACKAGES = ("lighttpd", "memcached", "wrk", "iipimage-server")  # lighttpd b
 QUALITY = 75
 IIP_PROCS = 2
 WORKERS = 2
+# "the cores the workers use": workers pinned to their own CPUs against OpenSlide on those
+OWN_CORES_SERVER = "tilerouter (workers on own cores)"
+OWN_CORES_RAW = "OpenSlide in-process (the workers' cores)"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -504,16 +511,33 @@ class Peer:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     note: str = ""
     stats_path: str = ""  # JSON stats saved after each run
+    client_cpus: str = ""  # the load generator runs pinned here (taskset -c) when set
+    workloads: tuple[str, ...] = ("distinct", "repeated")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-def start_tilerouter(ps: Processes, slides_dir: str, geo: Geometry, extra: str = "") -> Peer:
+def own_cores() -> tuple[str, str] | None:
+    """(worker CPUs, everyone else's CPUs): the upper half of the CPUs we may use for the
+    workers, the rest for gateway, router and load generator; None on one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return ",".join(map(str, cpus[half:])), ",".join(map(str, cpus[:half]))
+
+
+def start_tilerouter(ps: Processes, slides_dir: str, geo: Geometry, extra: str = "",
+                     split: tuple[str, str] | None = None) -> Peer:
+    """``split`` (from own_cores): workers pinned to their own CPUs, one per CPU, and the
+    gateway, router and load generator on the others."""
     port, stats = free_port(), free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "tilerouter")
+    workers = ["--workers", "0", "--worker-cpus", split[0]] if split else [
+        "--workers", str(WORKERS)]
     argv = [exe, "serve", "--slides", slides_dir, "--port", str(port), "--stats-port",
-            str(stats), "--workers", str(WORKERS), "--tile-size", str(geo.tile_size),
+            str(stats), *workers, "--tile-size", str(geo.tile_size),
             "--overlap", str(geo.overlap), "--tile-quality", str(QUALITY),
             # one benchmark websocket asks for more than the default per-connection limit
             # (2000/s) a viewer ever would; HTTP has no such limit
@@ -521,13 +545,21 @@ def start_tilerouter(ps: Processes, slides_dir: str, geo: Geometry, extra: str =
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILEROUTER_")}
     proc = ps.start(f"tilerouter-{geo.tile_size}-{geo.overlap}", argv, env=env, cwd=REPO)
     mode = "passthrough" if geo.overlap == 0 else "render"
-    return Peer(f"tilerouter-{geo.label}", "tilerouter", geo, port,
+    placement = (f"workers on CPUs {split[0]}, gateway + router + wrk on CPUs {split[1]}"
+                 if split else f"{WORKERS} workers")
+    peer = Peer(f"tilerouter-{geo.label}", "tilerouter", geo, port,
                 lambda t: f"/dz/{t[0]}_files/{t[1]}/{t[2]}_{t[3]}.jpeg",
                 lambda s: f"/dz/{s}.dzi", [proc],
-                note=f"{WORKERS} workers, {mode}, gateway hot cache 64 MiB (default), "
+                note=f"{placement}, {mode}, gateway hot cache 64 MiB (default), "
                 "websocket rate limit off"
                 + (f", {extra}" if extra else ""),
                 stats_path="/stats")
+    if split:
+        peer.key += "-own-cores"
+        peer.server = OWN_CORES_SERVER
+        peer.client_cpus = split[1]
+        peer.workloads = ("distinct",)
+    return peer
 
 
 def start_openslide(ps: Processes, slides_dir: str, geo: Geometry, python: str, script: str
@@ -679,6 +711,8 @@ def run_wrk(ps: Processes, peer: Peer, listfile: str, workload: str, args: argpa
     argv = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
             f"{args.duration:g}s", "--timeout", "10s", "--latency", "-s", lua,
             peer.url("/"), "--", listfile, str(args.threads), str(offset)]
+    if peer.client_cpus:
+        argv = ["taskset", "-c", peer.client_cpus, *argv]
     if websocket:
         argv = [sys.executable, os.path.join(PEERS_DIR, "wsdrive.py"), str(peer.port), listfile,
                 "--procs", str(args.threads), "--conns",
@@ -832,9 +866,12 @@ def check_peer(peer: Peer, ts: TileSet, slides: dict[str, str]) -> list[str]:
 # --- OpenSlide in-process ---------------------------------------------------------------
 
 def _render_proc(paths: dict[str, str], tiles: list[Tile], geo: Geometry, duration: float,
-                 ready: Any, start: Any, results: Any) -> None:
+                 ready: Any, start: Any, results: Any, cpu: int | None = None) -> None:
     import openslide
     from openslide.deepzoom import DeepZoomGenerator
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
 
     cache = openslide.OpenSlideCache(64 << 20)  # as a tilerouter worker (openslide_cache_bytes)
     gens = {}
@@ -857,23 +894,25 @@ def _render_proc(paths: dict[str, str], tiles: list[Tile], geo: Geometry, durati
 
 
 def raw_render(slides: dict[str, str], ts: TileSet, args: argparse.Namespace,
-               procs: int = WORKERS) -> Result:
-    """OpenSlide's own rate on `procs` processes, redone while others load the machine."""
+               procs: int = WORKERS, cpus: Sequence[int] = ()) -> Result:
+    """OpenSlide's own rate on `procs` processes (or one pinned to each of ``cpus``),
+    redone while others load the machine."""
     def once(attempt: int) -> Result:
-        r = _raw_render_once(slides, ts, args.duration, procs)
+        r = _raw_render_once(slides, ts, args.duration, len(cpus) or procs, cpus)
         r.raw["attempt"] = attempt
         return r
 
     return best_of_attempts(args, once)
 
 
-def _raw_render_once(slides: dict[str, str], ts: TileSet, duration: float, procs: int
-                     ) -> Result:
+def _raw_render_once(slides: dict[str, str], ts: TileSet, duration: float, procs: int,
+                     cpus: Sequence[int] = ()) -> Result:
     ctx = mp.get_context("spawn")
     ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
     workers = [ctx.Process(target=_render_proc, daemon=True,
                            args=(slides, ts.distinct[i::procs], ts.geometry, duration, ready,
-                                 start, results)) for i in range(procs)]
+                                 start, results, cpus[i] if cpus else None))
+               for i in range(procs)]
     try:
         for w in workers:
             w.start()
@@ -893,9 +932,11 @@ def _raw_render_once(slides: dict[str, str], ts: TileSet, duration: float, procs
     other = max(0.0, (busy1 - busy0) / CLK_TCK - cpu) / wall
     wrapped = any(w for _, _, _, w in got)
     note = f"{procs} processes: get_tile + Pillow JPEG q{QUALITY}, no HTTP"
+    note += f", pinned to CPUs {','.join(map(str, cpus))}" if cpus else ""
     note += "; LIST WRAPPED" if wrapped else ""
     note += f", OTHER LOAD {other:.2f} cores" if other > OTHER_LIMIT else ""
-    return Result("OpenSlide in-process", ts.geometry.label, "distinct",
+    return Result(OWN_CORES_RAW if cpus else "OpenSlide in-process", ts.geometry.label,
+                  "distinct",
                   tiles_per_s=rate, cores=cpu / duration,
                   cpu_per_1000=cpu / sum(n for n, _, _, _ in got) * 1000, note=note,
                   raw={"other_cores": other, "cpu_s": cpu, "wall_s": wall})
@@ -920,6 +961,8 @@ RATIOS = (  # (label, numerator, denominator, target)
      1.5),
     ("tilerouter 254/1 distinct / OpenSlide in-process render 254/1",
      ("tilerouter", "254/1", "distinct"), ("OpenSlide in-process", "254/1", "distinct"), 0.85),
+    ("tilerouter 254/1 distinct, workers on their own cores / OpenSlide on those cores",
+     (OWN_CORES_SERVER, "254/1", "distinct"), (OWN_CORES_RAW, "254/1", "distinct"), 0.85),
     ("tilerouter 256/0 passthrough distinct / IIPImage distinct",
      ("tilerouter", "256/0", "distinct"), ("IIPImage", "256/0", "distinct"), 2.0),
     ("tilerouter 256/0 repeated / IIPImage + memcached repeated",
@@ -955,7 +998,7 @@ def markdown(results: list[Result]) -> str:
 # --- main -------------------------------------------------------------------------------
 
 CONFIGS = ("tilerouter-254/1", "openslide-254/1", "tilerouter-256/0", "openslide-256/0",
-           "iip", "iip-memcached", "raw")
+           "iip", "iip-memcached", "raw", "own-cores")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1037,9 +1080,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    script),
         "iip": lambda: start_iip(ps, slides_dir, rundir, memcached=False),
         "iip-memcached": lambda: start_iip(ps, slides_dir, rundir, memcached=True),
+        "own-cores": lambda: start_tilerouter(ps, slides_dir, DZ, args.tilerouter_extra,
+                                              own_cores()),
     }
     try:
         for key in selected:
+            if key == "own-cores":
+                split = own_cores()
+                if split is None:
+                    failures[key] = "needs two CPUs: one for the workers, one for the rest"
+                    continue
+                say(f"OpenSlide in-process render 254/1 pinned to CPUs {split[0]}")
+                results.append(raw_render(slides, sets[DZ.label], args,
+                                          cpus=[int(c) for c in split[0].split(",")]))
+                say(f"    {results[-1].tiles_per_s:.0f} tiles/s")
             if key == "raw":
                 for ts in sets.values():
                     say(f"OpenSlide in-process render {ts.geometry.label}, {args.duration:g}s")
@@ -1059,6 +1113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ts = sets[peer.geometry.label]
             try:
                 for workload, tiles in (("distinct", ts.distinct), ("repeated", ts.hot)):
+                    if workload not in peer.workloads:
+                        continue
                     listfile = write_list(os.path.join(rundir, f"urls-{key.replace('/', '-')}-"
                                                        f"{workload}.txt"), peer, tiles)
                     say(f"  wrk {key} {workload} ({len(tiles)} URLs)")

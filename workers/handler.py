@@ -12,6 +12,7 @@ from config.settings import Settings
 from readers.openslide_reader import OpenSlideReader
 from readers.paths import list_slides, resolve_slide_path
 from readers.region import RegionRequest, render_region
+from readers.stored_levels import DecodedTiles
 from router.errors import BadSlide, TileRouterError
 from router.protocol import TILE_FORMATS, check_request
 from workers.reader_cache import ReaderCache
@@ -30,6 +31,8 @@ class RequestHandler:
     def __init__(self, settings: Settings, on_slides_changed: Any = None) -> None:
         self.settings = settings
         self._osr_cache = openslide.OpenSlideCache(settings.openslide_cache_bytes)
+        self.decoded = (DecodedTiles(settings.decoded_cache_bytes)
+                        if settings.decoded_cache_bytes > 0 else None)
         self.readers = ReaderCache(self._open, settings.reader_cache_size, on_slides_changed)
         self.tiles = TileCache(settings.tile_cache_bytes)
 
@@ -40,7 +43,7 @@ class RequestHandler:
             time.sleep(s.open_latency)
         return OpenSlideReader(path, tile_size=s.tile_size, overlap=s.overlap,
                                limit_bounds=s.limit_bounds, cache=self._osr_cache, name=slide,
-                               passthrough=s.passthrough)
+                               passthrough=s.passthrough, decoded=self.decoded)
 
     def handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         req = check_request(request, self.settings.max_associated_size)

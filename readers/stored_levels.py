@@ -1,0 +1,172 @@
+"""DeepZoom regions cut from a slide's stored JPEG tiles, decoded by Pillow.
+
+Why: OpenSlide's ``read_region`` costs about 0.75 ms for a 256x256 region even when its
+cache holds the tiles (it paints ARGB through cairo), and ``DeepZoomGenerator`` then
+composites that onto a background (0.3 ms): most of a rendered tile's cost besides the
+JPEG decode itself. Where a DeepZoom tile is read 1:1 from a stored JPEG level, decoding
+the stored tiles with Pillow (libjpeg-turbo at the defaults OpenSlide uses too: identical
+pixels, see ``readers/passthrough.py``) and pasting them gives the same image for less.
+Decoded tiles are kept in a worker-wide LRU (``DecodedTiles``): neighbouring DeepZoom
+tiles share stored tiles (a 254/1 tile touches four).
+
+Only levels the passthrough rules vouch for are used (vendors, JPEG flavour, colour
+space); a slide with an ICC profile, a sparse tile, a stream this module won't vouch for
+or a decode error returns None and the caller renders through OpenSlide as before (so a
+tile whose bytes are not a JPEG still gets OpenSlide's read error). One difference stays:
+entropy-coded data damaged so that it still parses decodes to wrong pixels here, where
+OpenSlide would report libjpeg's warning as an error; a browser shown the same stored
+tile by passthrough would show the same wrong pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Hashable
+from typing import Any
+
+import openslide
+import tifffile
+from cachetools import LRUCache
+from PIL import Image
+
+from readers.passthrough import (
+    _MAX_TILE_BYTES,
+    VENDORS,
+    _Level,
+    _standalone,
+    stored_level,
+    tiled_pages,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DecodedTiles:
+    """Decoded stored tiles of every reader of a worker, bounded in bytes (RGB)."""
+
+    def __init__(self, maxbytes: int) -> None:
+        self._lru: LRUCache = LRUCache(
+            max(1, maxbytes), getsizeof=lambda im: im.width * im.height * 3)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Image.Image | None:
+        image = self._lru.get(key)
+        if image is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return image
+
+    def put(self, key: Hashable, image: Image.Image) -> None:
+        if image.width * image.height * 3 <= self._lru.maxsize:
+            self._lru[key] = image
+
+    def discard(self, owner: Hashable) -> None:
+        """Forget the tiles of one closed reader (keys start with its owner token)."""
+        for key in [k for k in self._lru if k[0] == owner]:
+            del self._lru[key]
+
+
+class StoredLevels:
+    """The stored JPEG levels of one slide, keyed by OpenSlide level; see the module doc.
+
+    Holds the file open and reads with ``os.pread``; not thread-safe (a reader's)."""
+
+    def __init__(self, fh: Any, levels: dict[int, tuple[_Level, int, int]],
+                 cache: DecodedTiles) -> None:
+        self._fh = fh
+        self._fd = fh.fileno()
+        self._levels = levels  # level -> (_Level, level width, level height)
+        self._cache = cache
+        self._owner = object()  # cache keys of this reader only
+        self.rendered = 0  # regions served from stored tiles (tests, stats)
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted(self._levels)
+
+    @classmethod
+    def build(cls, path: str, slide: openslide.AbstractSlide, cache: DecodedTiles
+              ) -> StoredLevels | None:
+        """The index of ``slide``'s usable stored JPEG levels, or None if there are none."""
+        props = slide.properties
+        if props.get(openslide.PROPERTY_NAME_VENDOR) not in VENDORS:
+            return None
+        if getattr(slide, "color_profile", None) is not None:
+            return None  # OpenSlide attaches the profile to what it renders: let it
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - kept open for the index's lifetime
+        except OSError:
+            return None
+        try:
+            levels = _index(fh, slide)
+        except Exception as exc:  # an optimisation must never make a readable slide fail
+            log.warning("no stored-tile rendering for %s: %s", path, exc)
+            levels = {}
+        if not levels:
+            fh.close()
+            return None
+        return cls(fh, levels, cache)
+
+    def region(self, level: int, x: int, y: int, w: int, h: int) -> Image.Image | None:
+        """RGB pixels of ``level`` at (x, y), w x h (level coordinates), or None."""
+        entry = self._levels.get(level)
+        if entry is None:
+            return None
+        lv, width, height = entry
+        ts = lv.tile_size
+        if not (0 <= x <= width - w and 0 <= y <= height - h and w > 0 and h > 0):
+            return None
+        canvas = Image.new("RGB", (w, h))
+        for ty in range(y // ts, (y + h - 1) // ts + 1):
+            for tx in range(x // ts, (x + w - 1) // ts + 1):
+                tile = self._decoded(level, lv, ts, ty * lv.across + tx)
+                if tile is None:
+                    return None
+                canvas.paste(tile, (tx * ts - x, ty * ts - y))  # Pillow clips to the canvas
+        self.rendered += 1
+        return canvas
+
+    def _decoded(self, level: int, lv: _Level, ts: int, i: int) -> Image.Image | None:
+        key = (self._owner, level, i)
+        tile = self._cache.get(key)
+        if tile is not None:
+            return tile
+        count = lv.counts[i]
+        if not 0 < count <= _MAX_TILE_BYTES:
+            return None  # sparse (OpenSlide makes it transparent) or corrupt
+        try:
+            data = os.pread(self._fd, count, lv.offsets[i])
+        except OSError:
+            return None
+        jpeg = _standalone(data, lv, ts) if len(data) == count else None
+        if jpeg is None:
+            return None
+        try:
+            tile = Image.open(io.BytesIO(jpeg))
+            tile.load()
+        except (OSError, ValueError, SyntaxError):
+            return None  # OpenSlide renders it (and reports the damage)
+        if tile.mode != "RGB" or tile.size != (ts, ts):
+            return None
+        self._cache.put(key, tile)
+        return tile
+
+    def close(self) -> None:
+        self._levels = {}  # never pread a closed (possibly reused) descriptor
+        self._cache.discard(self._owner)
+        self._fh.close()
+
+
+def _index(fh: Any, slide: openslide.AbstractSlide) -> dict[int, tuple[_Level, int, int]]:
+    levels: dict[int, tuple[_Level, int, int]] = {}
+    with tifffile.TiffFile(fh) as tif:  # a handle we opened ourselves is left open
+        pages = tiled_pages(tif)
+        for level, dimensions in enumerate(slide.level_dimensions):
+            found = stored_level(pages, dimensions, None)
+            if found is not None:
+                levels[level] = (found, *dimensions)
+    return levels
