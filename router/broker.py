@@ -312,6 +312,10 @@ class Broker:
         if isinstance(cache, dict):
             worker.cache_hits = _int(cache.get("hits"), worker.cache_hits)
             worker.cache_misses = _int(cache.get("misses"), worker.cache_misses)
+        decoded = header.get("decoded")
+        if isinstance(decoded, dict):
+            worker.decoded_hits = _int(decoded.get("hits"), worker.decoded_hits)
+            worker.decoded_misses = _int(decoded.get("misses"), worker.decoded_misses)
         slides = header.get("slides")
         if isinstance(slides, list):
             self.registry.set_reported(
@@ -438,6 +442,7 @@ class Broker:
                 "dispatched": w.dispatched,
                 "open_slides": sorted(w.reported),
                 "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses},
+                "decoded_cache": {"hits": w.decoded_hits, "misses": w.decoded_misses},
                 "reader_opens": w.reader_opens,
                 "busy_seconds": round(busy, 3),
                 "age_seconds": round(now - w.registered, 3),

@@ -39,6 +39,8 @@ class WorkerState:
     dispatched: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    decoded_hits: int = 0  # the worker's decoded stored-tile cache (readers/stored_levels)
+    decoded_misses: int = 0
     reader_opens: int = 0
     busy_since: float | None = None
     busy_seconds: float = 0.0

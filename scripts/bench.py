@@ -20,6 +20,8 @@ Columns (server counters are deltas over the load, from GET /stats):
   tiles/s, p50..max ms   tiles answered OK per second; client-side latency of every request
   affinity hit           routing.affinity_hits / (affinity_hits + affinity_misses)
   tile-cache hit         sum of workers' tile_cache.hits / (hits + misses)
+  decoded hit            the same for the workers' decoded stored-tile caches (a DeepZoom
+                         tile is cut from up to four stored tiles; neighbours share them)
   gw saved               tile requests the gateway answered itself (hot-tile hits + coalesced)
   opens/1k tiles         reader opens per 1000 tiles (n/a: /stats does not expose opens)
   busy max/mean s        workers' busy_seconds (time with work in flight): imbalance

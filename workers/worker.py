@@ -74,10 +74,13 @@ class Worker:
         }
 
     def _progress(self) -> dict[str, Any]:
-        tiles = self.handler.tiles
-        return {"slides": list(self._slides), "served": self.served,
-                "opens": self.handler.readers.opens,
-                "cache": {"hits": tiles.hits, "misses": tiles.misses}}
+        tiles, decoded = self.handler.tiles, self.handler.decoded
+        progress = {"slides": list(self._slides), "served": self.served,
+                    "opens": self.handler.readers.opens,
+                    "cache": {"hits": tiles.hits, "misses": tiles.misses}}
+        if decoded is not None:
+            progress["decoded"] = {"hits": decoded.hits, "misses": decoded.misses}
+        return progress
 
     # --- socket lifecycle (main thread, holding _sock_lock) -------------------------------
 

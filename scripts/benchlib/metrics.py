@@ -25,6 +25,8 @@ class ServerDelta:
     affinity_misses: int
     cache_hits: int
     cache_misses: int
+    decoded_hits: int  # decoded stored-tile caches (0 and 0 on older servers)
+    decoded_misses: int
     opens: int | None  # None: /stats does not expose reader opens
     busy_seconds: tuple[float, ...]  # per worker
     idle_worker_seconds_waiting: float
@@ -46,6 +48,7 @@ class RunSummary:
     unique_mb: float
     affinity_ratio: float | None
     cache_ratio: float | None
+    decoded_ratio: float | None
     gateway_ratio: float | None  # answered by the gateway: hot-tile hits + coalesced
     opens_per_1000: float | None
     busy_max: float
@@ -111,6 +114,8 @@ def server_delta(before: dict[str, Any], after: dict[str, Any]) -> ServerDelta:
         affinity_misses=int(routing("affinity_misses")),
         cache_hits=total("tile_cache.hits"),
         cache_misses=total("tile_cache.misses"),
+        decoded_hits=total("decoded_cache.hits"),
+        decoded_misses=total("decoded_cache.misses"),
         opens=total(opens_key) if opens_key else None,
         busy_seconds=tuple(_worker_delta(w, wb.get(i), "busy_seconds") for i, w in wa.items()),
         idle_worker_seconds_waiting=routing("idle_worker_seconds_waiting"),
@@ -143,6 +148,7 @@ def summarize(label: dict[str, str], load: LoadResult, delta: ServerDelta,
         unique_mb=sum(load.unique.values()) / 1e6,
         affinity_ratio=ratio(delta.affinity_hits, delta.affinity_hits + delta.affinity_misses),
         cache_ratio=ratio(delta.cache_hits, delta.cache_hits + delta.cache_misses),
+        decoded_ratio=ratio(delta.decoded_hits, delta.decoded_hits + delta.decoded_misses),
         gateway_ratio=ratio(saved, load.ok + sum(load.errors.values())) if saved is not None
         else None,
         opens_per_1000=1000.0 * delta.opens / load.ok if delta.opens is not None and load.ok

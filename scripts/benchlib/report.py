@@ -42,6 +42,7 @@ METRIC_COLUMNS: list[Column] = [
     ("errors", lambda r: fmt_errors(r.errors)),
     ("affinity hit", lambda r: fmt_ratio(r.affinity_ratio)),
     ("tile-cache hit", lambda r: fmt_ratio(r.cache_ratio)),
+    ("decoded hit", lambda r: fmt_ratio(r.decoded_ratio)),
     ("gw saved", lambda r: fmt_ratio(r.gateway_ratio)),
     ("opens/1k tiles", lambda r: fmt_num(r.opens_per_1000, 2)),
     ("busy max/mean s", lambda r: f"{r.busy_max:.2f}/{r.busy_mean:.2f}"),

@@ -261,7 +261,8 @@ def test_stats_on_gateway_and_router_port(system: System) -> None:
     stats = system.stats()
     assert len(stats["workers"]) == 2
     worker = stats["workers"][0]
-    for key in ("id", "pid", "host", "state", "inflight", "served", "open_slides", "tile_cache"):
+    for key in ("id", "pid", "host", "state", "inflight", "served", "open_slides", "tile_cache",
+                "decoded_cache"):
         assert key in worker
     for key in ("requests", "replies", "errors", "timeouts", "waiting", "affinity_hits",
                 "affinity_misses"):
@@ -369,3 +370,19 @@ def test_a_client_that_stops_reading_meets_busy(fresh_system: System) -> None:
         assert set(codes) <= {"ok", "busy"}
     finally:
         ws.close()
+
+
+def test_rendered_tiles_count_decoded_stored_tiles(system: System) -> None:
+    """A full-resolution 254/1 tile is cut from stored tiles: the worker's decoded-tile
+    cache counts the decodes in /stats (the routing benchmark reads them there)."""
+    def decoded() -> int:
+        return sum(w["decoded_cache"]["hits"] + w["decoded_cache"]["misses"]
+                   for w in system.stats()["workers"])
+    before = decoded()
+    ws = system.ws()
+    try:
+        header, data = ws.tile("c.tiff", 11, 2, 1)  # 1200x900: level 11 is full resolution
+        assert header["ok"] and data
+    finally:
+        ws.close()
+    wait_for(lambda: decoded() > before, 10, what="decoded-tile counts in /stats")
