@@ -126,3 +126,27 @@ def test_pillow_paste_clips_like_the_region_needs() -> None:
     canvas = Image.new("RGB", (4, 4))
     canvas.paste(Image.new("RGB", (8, 8), (9, 9, 9)), (-6, -6))
     assert canvas.getpixel((1, 1)) == (9, 9, 9) and canvas.getpixel((2, 2)) == (0, 0, 0)
+
+
+def test_four_times_pyramid_resampled_levels(demo: Path, tmp_path: Path) -> None:
+    """SVS-style 4x pyramid: the DeepZoom levels between stored ones are read from the
+    larger stored level and resized; identical to OpenSlide there too."""
+    path = tmp_path / "four.tiff"
+    with tifffile.TiffFile(demo) as tif:
+        levels = [tif.pages[0].asarray(), tif.pages[2].asarray()]  # downsample 1 and 4
+    with tifffile.TiffWriter(path) as tif:
+        for k, data in enumerate(levels):
+            tif.write(data, tile=(256, 256), compression="jpeg", photometric="rgb",
+                      subfiletype=1 if k else 0, metadata=None)
+    slide = openslide.OpenSlide(str(path))
+    assert slide.level_downsamples == (1.0, 4.0)
+    slide.close()
+    rendered = _check_every_tile(path, 254, 1, True)
+    r = OpenSlideReader(str(path), tile_size=254, overlap=1, decoded=DecodedTiles(8 << 20))
+    try:
+        top = r.deepzoom.level_count - 1
+        r.tile(top - 1, 2, 2, "jpeg", Q)  # half resolution: from level 0, resized
+        assert r._stored.rendered == 1
+    finally:
+        r.close()
+    assert rendered > 60
