@@ -94,6 +94,11 @@ class OpenSlideReader(SlideReader):
         return self._slide
 
     @property
+    def stored(self) -> StoredLevels | None:
+        """The slide's stored JPEG levels when they can stand in for OpenSlide's reads."""
+        return self._stored
+
+    @property
     def deepzoom(self) -> DeepZoomGenerator:
         return self._dz
 

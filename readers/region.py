@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import openslide
 from PIL import Image
 
+from readers.stored_levels import StoredLevels
 from router.errors import BadRequest, BadSlide, MessageTooLarge
 from router.protocol import REGION_QUALITIES, TILE_FORMATS
 
@@ -101,8 +102,12 @@ def plan_read(slide: openslide.AbstractSlide, x: int, y: int, w: int, h: int,
 
 
 def render_region(slide: openslide.AbstractSlide, req: RegionRequest, max_area: int,
-                  jpeg_quality: int = 75) -> tuple[bytes, int, tuple[int, int]]:
+                  jpeg_quality: int = 75, stored: StoredLevels | None = None
+                  ) -> tuple[bytes, int, tuple[int, int]]:
     """Encoded image, the pyramid level it was read from, and its final pixel size.
+
+    ``stored``: the slide's stored JPEG levels (readers/stored_levels.py), which give the
+    same pixels as ``read_region`` for less wherever the read is at whole level pixels.
 
     BadRequest (too_large) for outputs over ``max_area`` or reads over
     ``READ_AREA_FACTOR * max_area``; BadSlide for unreadable slide data.
@@ -121,7 +126,7 @@ def render_region(slide: openslide.AbstractSlide, req: RegionRequest, max_area: 
             f"region {x},{y},{w},{h} needs {plan.size[0]}x{plan.size[1]} pixels read at "
             f"level {plan.level}; the limit is {READ_AREA_FACTOR * max_area}")
     try:
-        image = read_plan(slide, plan, (req.out_w, req.out_h))
+        image = read_plan(slide, plan, (req.out_w, req.out_h), stored)
     except _READ_ERRORS as exc:
         raise BadSlide(f"read error: {exc}") from None
     image = transform(image, req.rotation, req.mirror, req.quality, req.fmt,
@@ -139,14 +144,27 @@ def background(slide: openslide.AbstractSlide) -> tuple[int, int, int]:
 
 
 def read_plan(slide: openslide.AbstractSlide, plan: ReadPlan,
-              out: tuple[int, int]) -> Image.Image:
+              out: tuple[int, int], stored: StoredLevels | None = None) -> Image.Image:
     """RGB pixels of the planned rectangle, resized to ``out``."""
-    tile = slide.read_region(plan.location, plan.level, plan.size)
-    bg = Image.new("RGB", tile.size, background(slide))
-    image = Image.composite(tile, bg, tile)
+    image = _read_stored(slide, plan, stored) if stored is not None else None
+    if image is None:
+        tile = slide.read_region(plan.location, plan.level, plan.size)
+        bg = Image.new("RGB", tile.size, background(slide))
+        image = Image.composite(tile, bg, tile)
     if out == plan.size and plan.box == (0, 0, plan.size[0], plan.size[1]):
         return image
     return image.resize(out, Image.Resampling.LANCZOS, box=plan.box)
+
+
+def _read_stored(slide: openslide.AbstractSlide, plan: ReadPlan, stored: StoredLevels
+                 ) -> Image.Image | None:
+    """The planned pixels from stored tiles, when the level's downsample is a whole number
+    (then ``location / downsample`` is exactly the level pixel OpenSlide starts at)."""
+    down = slide.level_downsamples[plan.level]
+    if not down.is_integer():
+        return None
+    x, y = plan.location
+    return stored.region(plan.level, int(x // down), int(y // down), *plan.size)
 
 
 def transform(image: Image.Image, rotation: float, mirror: bool, quality: str, fmt: str,

@@ -92,9 +92,10 @@ class RequestHandler:
         header: dict[str, Any] = {"ok": True, "mime": TILE_FORMATS[req["format"]]}
         data = self.tiles.get(key)
         if data is None:
+            reader = self.readers.get(slide)
             image, level, _ = render_region(
-                self.readers.get(slide).slide, RegionRequest.from_request(req),
-                self.settings.iiif_max_area, quality)
+                reader.slide, RegionRequest.from_request(req), self.settings.iiif_max_area,
+                quality, reader.stored)
             data = bytes([level]) + image
             self.tiles.put(key, data)
         else:

@@ -17,6 +17,7 @@ from PIL import Image
 from config.settings import Settings
 from readers.demo_slide import write_demo_slide
 from readers.openslide_reader import OpenSlideReader, encode_image
+from readers.region import RegionRequest, render_region
 from readers.stored_levels import DecodedTiles
 from tests.unit.test_passthrough import VARIANTS, write_tables_slide
 from workers.handler import RequestHandler
@@ -150,3 +151,21 @@ def test_four_times_pyramid_resampled_levels(demo: Path, tmp_path: Path) -> None
     finally:
         r.close()
     assert rendered > 60
+
+
+@pytest.mark.parametrize("x,y,w,h,out_w,out_h", [
+    (0, 0, 3000, 2200, 300, 220),  # whole slide, small: a reduced level, resized
+    (1000, 700, 512, 512, 512, 512),  # full resolution 1:1, straddling stored tiles
+    (1001, 703, 700, 300, 350, 150),  # odd offsets, level 1 (downsample 2)
+    (2900, 2100, 100, 100, 40, 40),  # the bottom-right edge
+])
+def test_iiif_regions_are_what_openslide_renders(demo: Path, x: int, y: int, w: int, h: int,
+                                                 out_w: int, out_h: int) -> None:
+    r = OpenSlideReader(str(demo), decoded=DecodedTiles(16 << 20))
+    try:
+        req = RegionRequest(x, y, w, h, out_w, out_h)
+        assert render_region(r.slide, req, 4096 * 4096, Q, r.stored) == \
+            render_region(r.slide, req, 4096 * 4096, Q)
+        assert r.stored is not None and r.stored.rendered == 1
+    finally:
+        r.close()
