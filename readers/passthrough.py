@@ -147,8 +147,8 @@ def _standalone(data: bytes, lv: _Level, tile_size: int) -> bytes | None:
         if marker == _SOS:
             break
         if 0xE0 <= marker <= 0xEF:
-            if marker == _APP0:
-                jfif = jfif or data[pos + 4:pos + 9] == b"JFIF\0"
+            if marker == _APP0:  # libjpeg takes it for JFIF only with 14 bytes of data
+                jfif = jfif or (data[pos + 4:pos + 9] == b"JFIF\0" and end - pos - 4 >= 14)
             elif marker == _APP14 and data[pos + 4:pos + 9] == b"Adobe" and end - pos >= 16:
                 adobe = data[pos + 15]
             else:  # APP1 EXIF (orientation!), APP2 ICC ...: viewers would not show our pixels

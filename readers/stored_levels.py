@@ -42,13 +42,17 @@ from readers.passthrough import (
 
 log = logging.getLogger(__name__)
 
+_ICC_SIZE = "openslide.icc-size"  # set by OpenSlide when the slide has an ICC profile
+_BYTES_PER_PIXEL = 4  # Pillow keeps RGB as 32 bits a pixel
+
 
 class DecodedTiles:
-    """Decoded stored tiles of every reader of a worker, bounded in bytes (RGB)."""
+    """Decoded stored tiles of every reader of a worker, bounded in bytes (as Pillow holds
+    them: 4 bytes a pixel)."""
 
     def __init__(self, maxbytes: int) -> None:
         self._lru: LRUCache = LRUCache(
-            max(1, maxbytes), getsizeof=lambda im: im.width * im.height * 3)
+            max(1, maxbytes), getsizeof=lambda im: im.width * im.height * _BYTES_PER_PIXEL)
         self.hits = 0
         self.misses = 0
 
@@ -61,7 +65,7 @@ class DecodedTiles:
         return image
 
     def put(self, key: Hashable, image: Image.Image) -> None:
-        if image.width * image.height * 3 <= self._lru.maxsize:
+        if image.width * image.height * _BYTES_PER_PIXEL <= self._lru.maxsize:
             self._lru[key] = image
 
     def discard(self, owner: Hashable) -> None:
@@ -95,8 +99,8 @@ class StoredLevels:
         props = slide.properties
         if props.get(openslide.PROPERTY_NAME_VENDOR) not in VENDORS:
             return None
-        if getattr(slide, "color_profile", None) is not None:
-            return None  # OpenSlide attaches the profile to what it renders: let it
+        if props.get(_ICC_SIZE):  # OpenSlide attaches the profile to what it renders
+            return None  # (and reading it here would fail on a profile Pillow can't parse)
         try:
             fh = open(path, "rb")  # noqa: SIM115 - kept open for the index's lifetime
         except OSError:
@@ -146,10 +150,10 @@ class StoredLevels:
         if jpeg is None:
             return None
         try:
-            tile = Image.open(io.BytesIO(jpeg))
+            tile = Image.open(io.BytesIO(jpeg), formats=["JPEG"])
             tile.load()
-        except (OSError, ValueError, SyntaxError):
-            return None  # OpenSlide renders it (and reports the damage)
+        except Exception:  # OSError, DecompressionBombError ...: OpenSlide renders it
+            return None  # (and reports the damage)
         if tile.mode != "RGB" or tile.size != (ts, ts):
             return None
         self._cache.put(key, tile)

@@ -389,3 +389,23 @@ def test_plain_merge_would_decode_wrong(tmp_path: Path, variant: str) -> None:
     truth = np.asarray(
         DeepZoomGenerator(openslide.OpenSlide(str(path)), TS, 0, False).get_tile(9, (0, 0)))
     assert np.abs(_pixels(_merged(raw, tables)).astype(int) - truth).mean() > 30
+
+
+def test_short_jfif_app0_is_not_jfif_to_libjpeg(tmp_path: Path) -> None:
+    """libjpeg takes an APP0 for JFIF only with 14 bytes of data: a shorter one leaves a
+    YCbCr stream with ids 'R','G','B' to be read as RGB, so the Adobe marker is still due."""
+    from array import array
+
+    from readers.passthrough import _Level, _standalone
+
+    tile = _levels(TS, TS)[0]
+    stream = _encode(tile, False, "idsRGB")
+    short_jfif = b"\xff\xe0\x00\x0cJFIF\x00\x01\x01\x00\x00\x01"  # 10 bytes of data
+    lv = _Level(offsets=array("Q"), counts=array("Q"), across=1, full_cols=1, full_rows=1,
+                tables=b"", tables_dqt=False, tables_dht=False, rgb=False, tile_size=TS)
+    for app0, adobe_added in ((short_jfif, True), (JFIF, False)):
+        data = stream[:2] + app0 + stream[2:]
+        out = _standalone(data, lv, TS)
+        assert out is not None
+        assert (_adobe(1) in out) is adobe_added
+        assert np.abs(_pixels(out).astype(int) - tile).mean() < 8  # read as YCbCr

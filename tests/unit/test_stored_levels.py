@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import openslide
 import pytest
 import tifffile
@@ -100,7 +101,7 @@ def test_damaged_tile_is_an_error_like_openslide(demo: Path, tmp_path: Path) -> 
 
 
 def test_decoded_cache_is_bounded_and_forgets_closed_readers(demo: Path) -> None:
-    cache = DecodedTiles(4 * 256 * 256 * 3)  # four decoded tiles
+    cache = DecodedTiles(4 * 256 * 256 * 4)  # four decoded tiles
     r = OpenSlideReader(str(demo), tile_size=254, overlap=1, decoded=cache)
     top = r.deepzoom.level_count - 1
     r.tile(top, 1, 1, "jpeg", Q)  # straddles four stored tiles
@@ -169,3 +170,22 @@ def test_iiif_regions_are_what_openslide_renders(demo: Path, x: int, y: int, w: 
         assert r.stored is not None and r.stored.rendered == 1
     finally:
         r.close()
+
+
+def test_slide_with_an_icc_profile_renders_through_openslide(tmp_path: Path) -> None:
+    """OpenSlide tags what it renders with the slide's profile, so such slides keep its
+    path; a profile Pillow cannot even parse must not stop the slide being served."""
+    path = tmp_path / "icc.tiff"
+    data = np.zeros((512, 512, 3), np.uint8) + 200
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(data, tile=(256, 256), compression="jpeg", photometric="rgb",
+                  metadata=None, extratags=[(34675, 7, 200, b"\0" * 200, True)])
+    assert openslide.OpenSlide(str(path)).properties.get("openslide.icc-size") == "200"
+    handler = RequestHandler(Settings(slides=str(tmp_path)))
+    try:
+        assert handler.readers.get(path.name).stored is None
+        header, data = handler.safe_handle(
+            {"op": "tile", "slide": path.name, "level": 9, "col": 0, "row": 0})
+        assert header["ok"] is True and data
+    finally:
+        handler.close()
