@@ -69,7 +69,15 @@ class Supervisor:
             self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=child._preexec)
+        try:
+            child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=child._preexec)
+        except (OSError, subprocess.SubprocessError) as exc:
+            # e.g. its CPUs were taken from our cpuset: retry later, keep the rest running
+            log.error("cannot start %s: %s; retrying in %.2fs", child.name, exc, child.backoff)
+            child.proc = None
+            child.restart_at = time.monotonic() + child.backoff
+            child.backoff = min(child.backoff * 2, MAX_BACKOFF)
+            return
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 
@@ -134,6 +142,12 @@ def worker_children(settings: Settings) -> list[Child]:
                   cpus=settings.worker_cpu_set) for i in range(settings.worker_count)]
 
 
+def unavailable_cpus(settings: Settings) -> frozenset[int]:
+    """CPUs of ``worker_cpus`` outside this process's affinity (a container's cpuset, a
+    taskset): the settings only know the machine's CPU count."""
+    return settings.worker_cpu_set - frozenset(os.sched_getaffinity(0))
+
+
 def other_cpus(settings: Settings) -> frozenset[int]:
     """Where the router and gateways go: the CPUs left over by ``worker_cpus`` (or any,
     when workers take them all), so rendering never competes with relaying."""
@@ -144,6 +158,10 @@ def other_cpus(settings: Settings) -> frozenset[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     settings, _ = parse_cli("Start N tilerouter workers and keep them running.", argv)
     setup_logging(settings.log_level, "launcher")
+    if unavailable_cpus(settings):
+        log.error("worker_cpus: CPUs %s are not available to this process (it may use %s)",
+                  sorted(unavailable_cpus(settings)), sorted(os.sched_getaffinity(0)))
+        return 2
     supervisor = Supervisor(worker_children(settings))
     supervisor.install_signal_handlers()
     log.info("launching %d workers against %s", settings.worker_count, settings.backend)

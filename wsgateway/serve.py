@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from config.logs import setup_logging
 from config.settings import Settings, add_arguments, load_settings
 from router.errors import ConfigError
-from workers.launcher import Child, Supervisor, component_argv, other_cpus, worker_children
+from workers.launcher import (
+    Child,
+    Supervisor,
+    component_argv,
+    other_cpus,
+    unavailable_cpus,
+    worker_children,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,13 @@ def wait_ready(url: str, timeout: float = 60.0, supervisor: Supervisor | None = 
 
 
 def serve(settings: Settings, open_browser: bool = False) -> int:
+    if not os.path.isdir(settings.slides):
+        log.error("slide directory %r does not exist", settings.slides)
+        return 2
+    if unavailable_cpus(settings):
+        log.error("worker_cpus: CPUs %s are not available to this process (it may use %s)",
+                  sorted(unavailable_cpus(settings)), sorted(os.sched_getaffinity(0)))
+        return 2
     rundir = None
     defaults = Settings()
     if settings.frontend == defaults.frontend and settings.backend == defaults.backend:
@@ -72,9 +86,6 @@ def serve(settings: Settings, open_browser: bool = False) -> int:
                                     backend=f"ipc://{rundir}/backend.ipc")
     if settings.port == 0:
         settings = settings.replace(port=free_port(settings.host))
-    if not os.path.isdir(settings.slides):
-        log.error("slide directory %r does not exist", settings.slides)
-        return 2
     supervisor = Supervisor(system_children(settings))
     supervisor.install_signal_handlers()
     supervisor.start()

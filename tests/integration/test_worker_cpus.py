@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, WSClient, child_pids, free_port, pid_alive, wait_for
+from workers.launcher import Child, Supervisor
 
 ALLOWED = sorted(os.sched_getaffinity(0))
 
@@ -56,3 +57,29 @@ def test_serve_pins_workers_and_keeps_the_rest_off_their_cpu(slide_root: Path) -
             proc.kill()
             proc.wait()
         wait_for(lambda: not any(pid_alive(p) for p in children), 10, what="children gone")
+
+
+@pytest.mark.skipif(len(ALLOWED) < 2, reason="needs two CPUs to split")
+def test_worker_cpus_outside_our_cpuset_is_a_clear_start_error(slide_root: Path) -> None:
+    """The settings only know the machine's CPU count; serve started under a smaller
+    cpuset (here: only the first CPU) names the CPUs it cannot use and exits."""
+    first, last = ALLOWED[0], ALLOWED[-1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
+         "--port", str(free_port()), "--stats-port", "0", "--worker-cpus", str(last)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: os.sched_setaffinity(0, {first}))
+    assert proc.returncode == 2
+    assert f"CPUs [{last}] are not available" in proc.stderr + proc.stdout
+
+
+def test_a_child_that_cannot_start_is_retried_not_fatal() -> None:
+    """Spawning under a CPU set the kernel refuses fails for that child only: logged,
+    retried with backoff, the supervisor itself carries on."""
+    impossible = frozenset({4095})  # no machine here has CPU 4095
+    child = Child("pinned", [sys.executable, "-c", "pass"], dict(os.environ), cpus=impossible)
+    supervisor = Supervisor([child])
+    supervisor.start()
+    assert child.proc is None and child.restart_at > 0 and child.backoff > 0.25
+    supervisor.poll()  # not due yet: still nothing, still no exception
+    assert child.proc is None
