@@ -30,6 +30,7 @@ import logging
 import math
 import os
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,19 +234,9 @@ class PassthroughIndex:
                 wanted[dz_level] = level
         if not wanted:
             return None
-        try:
-            fh = open(path, "rb")  # noqa: SIM115 - kept open for the index's lifetime
-        except OSError:
-            return None
-        try:
-            levels = _index_levels(fh, slide, wanted, tile_size)
-        except Exception as exc:  # an optimisation must never make a readable slide fail
-            log.warning("no tile passthrough for %s: %s", path, exc)
-            levels = {}
-        if not levels:
-            fh.close()
-            return None
-        return cls(fh, levels, tile_size)
+        opened = open_indexed(path, lambda fh: _index_levels(fh, slide, wanted, tile_size),
+                              "tile passthrough")
+        return cls(opened[0], opened[1], tile_size) if opened is not None else None
 
     def stored_tile(self, dz_level: int, col: int, row: int) -> bytes | None:
         """The stored tile as a standalone JPEG if it is exactly this DeepZoom tile, else None."""
@@ -267,6 +258,27 @@ class PassthroughIndex:
     def close(self) -> None:
         self._levels = {}  # never pread a closed (possibly reused) descriptor
         self._fh.close()
+
+
+def open_indexed(path: str, index: Callable[[Any], dict[int, Any]], what: str
+                 ) -> tuple[Any, dict[int, Any]] | None:
+    """(open file, ``index(file)``) when the index is not empty, else None (file closed).
+
+    An index that fails is logged and treated as empty: an optimisation must never make a
+    readable slide fail."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - kept open for the index's lifetime
+    except OSError:
+        return None
+    try:
+        levels = index(fh)
+    except Exception as exc:
+        log.warning("no %s for %s: %s", what, path, exc)
+        levels = {}
+    if not levels:
+        fh.close()
+        return None
+    return fh, levels
 
 
 def _index_levels(fh: Any, slide: openslide.AbstractSlide, wanted: dict[int, int],

@@ -21,7 +21,6 @@ tile by passthrough would show the same wrong pixels.
 from __future__ import annotations
 
 import io
-import logging
 import os
 from collections.abc import Hashable
 from typing import Any
@@ -36,11 +35,10 @@ from readers.passthrough import (
     VENDORS,
     _Level,
     _standalone,
+    open_indexed,
     stored_level,
     tiled_pages,
 )
-
-log = logging.getLogger(__name__)
 
 _ICC_SIZE = "openslide.icc-size"  # set by OpenSlide when the slide has an ICC profile
 _BYTES_PER_PIXEL = 4  # Pillow keeps RGB as 32 bits a pixel
@@ -101,19 +99,8 @@ class StoredLevels:
             return None
         if props.get(_ICC_SIZE):  # OpenSlide attaches the profile to what it renders
             return None  # (and reading it here would fail on a profile Pillow can't parse)
-        try:
-            fh = open(path, "rb")  # noqa: SIM115 - kept open for the index's lifetime
-        except OSError:
-            return None
-        try:
-            levels = _index(fh, slide)
-        except Exception as exc:  # an optimisation must never make a readable slide fail
-            log.warning("no stored-tile rendering for %s: %s", path, exc)
-            levels = {}
-        if not levels:
-            fh.close()
-            return None
-        return cls(fh, levels, cache)
+        opened = open_indexed(path, lambda fh: _index(fh, slide), "stored-tile rendering")
+        return cls(opened[0], opened[1], cache) if opened is not None else None
 
     def region(self, level: int, x: int, y: int, w: int, h: int) -> Image.Image | None:
         """RGB pixels of ``level`` at (x, y), w x h (level coordinates), or None."""

@@ -71,6 +71,44 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def start_serve(slide_root: Path, *flags: str, **popen: Any
+                ) -> tuple[subprocess.Popen[bytes], int]:
+    """``tilerouter serve`` of ``slide_root`` on a free port; returns (process, port) once
+    /healthz answers and a websocket tile request works (killed if it never does)."""
+    port = free_port()
+    options: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                               **popen}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
+         "--port", str(port), "--stats-port", "0", *flags], cwd=REPO, **options)
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
+                                                timeout=2).status == 200, 30,
+                 what="serve ready")
+        ws = WSClient(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}")
+        try:
+            assert ws.tile("a.tiff", 10, 0, 0)[0]["ok"]
+        finally:
+            ws.close()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port
+
+
+def stop_serve(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT ``serve`` (killed after 20 s) and wait for its children to be gone."""
+    children = child_pids(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not any(pid_alive(p) for p in children), 10, what="children gone")
+
+
 def make_slides(root: Path) -> dict[str, Path]:
     """A small slide tree with every kind of bad file the tests need."""
     root.mkdir(parents=True, exist_ok=True)

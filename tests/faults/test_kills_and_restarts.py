@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from tests.helpers import REPO, System, WSClient, child_pids, free_port, pid_alive, wait_for
+from tests.helpers import System, child_pids, pid_alive, start_serve, stop_serve, wait_for
 
 
 def _busy_worker_pid(system: System) -> int:
@@ -144,20 +143,9 @@ def test_stopped_worker_is_detected_and_bypassed(fresh_system: System) -> None:
 
 def test_serve_starts_everything_and_sigint_leaves_no_process(slide_root: Path,
                                                               tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
-         "--port", str(port), "--stats-port", "0", "--workers", "2"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, port = start_serve(slide_root, "--workers", "2", stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
-                                                timeout=2).status == 200, 30,
-                 what="serve ready")
-        ws = WSClient(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}")
-        try:
-            assert ws.tile("a.tiff", 10, 0, 0)[0]["ok"]
-        finally:
-            ws.close()
         children = child_pids(proc.pid)
         assert len(children) == 3 + Settings().gateway_count  # router, 2 workers, gateways
         start = time.monotonic()
@@ -206,15 +194,9 @@ def _listeners(port: int) -> int:
 def test_serve_with_two_gateways_sharing_the_port(slide_root: Path) -> None:
     """--gateways 2: two gateway processes on one port (SO_REUSEPORT) both serve; killing
     one leaves the port served by the other while the supervisor restarts it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
-         "--port", str(port), "--stats-port", "0", "--workers", "1", "--gateways", "2"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_serve(slide_root, "--workers", "1", "--gateways", "2")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: urllib.request.urlopen(url + "/healthz", timeout=2).status == 200,
-                 30, what="serve ready")
         wait_for(lambda: _listeners(port) == 2, 20, what="both gateways listening")
         children = child_pids(proc.pid)
         assert len(children) == 4  # router, one worker, two gateways
@@ -232,9 +214,4 @@ def test_serve_with_two_gateways_sharing_the_port(slide_root: Path) -> None:
         wait_for(lambda: len([p for p in child_pids(proc.pid) if pid_alive(p)]) == 4, 20,
                  what="gateway restarted")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serve(proc)
