@@ -259,6 +259,18 @@ class TileSet:
     dzi: dict[str, tuple[int, int]]  # slide -> width, height
 
 
+def warm_page_cache(paths: Iterable[str]) -> None:
+    """Read every slide once, so the first server measured does not pay for the disk
+    reads that every later one finds in the page cache (that cost the first run 20 %)."""
+    t0, total = time.monotonic(), 0
+    for path in paths:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(8 << 20):
+                total += len(chunk)
+    say(f"read {total / 1e9:.1f} GB of slides into the page cache in "
+        f"{time.monotonic() - t0:.1f}s")
+
+
 def tile_set(slides: dict[str, str], geo: Geometry, levels: int, hot: int, seed: int
              ) -> TileSet:
     import openslide
@@ -1061,6 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     slides_dir = os.path.dirname(next(iter(slides.values())))
     if args.install_only:
         return 0
+    warm_page_cache(slides.values())
 
     sets = {g.label: tile_set(slides, g, args.levels, args.hot, args.seed) for g in (DZ, NATIVE)}
     for ts in sets.values():
