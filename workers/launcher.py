@@ -142,10 +142,15 @@ def worker_children(settings: Settings) -> list[Child]:
                   cpus=settings.worker_cpu_set) for i in range(settings.worker_count)]
 
 
-def unavailable_cpus(settings: Settings) -> frozenset[int]:
-    """CPUs of ``worker_cpus`` outside this process's affinity (a container's cpuset, a
-    taskset): the settings only know the machine's CPU count."""
-    return settings.worker_cpu_set - frozenset(os.sched_getaffinity(0))
+def worker_cpus_usable(settings: Settings) -> bool:
+    """False (logged) when ``worker_cpus`` names CPUs outside this process's affinity (a
+    container's cpuset, a taskset): the settings only know the machine's CPU count."""
+    allowed = frozenset(os.sched_getaffinity(0))
+    missing = settings.worker_cpu_set - allowed
+    if missing:
+        log.error("worker_cpus: CPUs %s are not available to this process (it may use %s)",
+                  sorted(missing), sorted(allowed))
+    return not missing
 
 
 def other_cpus(settings: Settings) -> frozenset[int]:
@@ -158,9 +163,7 @@ def other_cpus(settings: Settings) -> frozenset[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     settings, _ = parse_cli("Start N tilerouter workers and keep them running.", argv)
     setup_logging(settings.log_level, "launcher")
-    if unavailable_cpus(settings):
-        log.error("worker_cpus: CPUs %s are not available to this process (it may use %s)",
-                  sorted(unavailable_cpus(settings)), sorted(os.sched_getaffinity(0)))
+    if not worker_cpus_usable(settings):
         return 2
     supervisor = Supervisor(worker_children(settings))
     supervisor.install_signal_handlers()

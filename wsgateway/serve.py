@@ -27,8 +27,8 @@ from workers.launcher import (
     Supervisor,
     component_argv,
     other_cpus,
-    unavailable_cpus,
     worker_children,
+    worker_cpus_usable,
 )
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,7 @@ def serve(settings: Settings, open_browser: bool = False) -> int:
     if not os.path.isdir(settings.slides):
         log.error("slide directory %r does not exist", settings.slides)
         return 2
-    if unavailable_cpus(settings):
-        log.error("worker_cpus: CPUs %s are not available to this process (it may use %s)",
-                  sorted(unavailable_cpus(settings)), sorted(os.sched_getaffinity(0)))
+    if not worker_cpus_usable(settings):
         return 2
     rundir = None
     defaults = Settings()
