@@ -159,7 +159,9 @@ class Settings:
         if self.gateways:
             return self.gateways
         if self.passthrough and self.gateway_stored_tiles and self.overlap == 0:
-            return min(os.cpu_count() or 1, MAX_AUTO_GATEWAYS)
+            # the cores left to them when the workers have their own (worker_cpus)
+            cores = (os.cpu_count() or 1) - len(self.worker_cpu_set)
+            return max(1, min(cores, MAX_AUTO_GATEWAYS))
         return 1
 
     @property

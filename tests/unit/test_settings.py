@@ -182,3 +182,14 @@ def test_worker_cpus_parse_and_validate() -> None:
     for bad in ("x", "3-1", "-1", "1-", f"{os.cpu_count()}"):
         with pytest.raises(ConfigError, match=_names("worker_cpus")):
             Settings(worker_cpus=bad)
+
+
+def test_auto_gateways_use_the_cores_workers_leave() -> None:
+    """Passthrough geometry: one gateway per core, minus the cores pinned to workers."""
+    cores = os.cpu_count() or 1
+    base = Settings(tile_size=256, overlap=0)
+    assert base.gateway_count == max(1, min(cores, 4))
+    assert Settings(tile_size=256, overlap=0, worker_cpus="0").gateway_count == \
+        max(1, min(cores - 1, 4))
+    assert Settings(tile_size=256, overlap=0, worker_cpus=f"0-{cores - 1}").gateway_count == 1
+    assert Settings(worker_cpus="0").gateway_count == 1  # rendering geometry: always one
