@@ -15,6 +15,9 @@ One run on 127.0.0.1, one server at a time, the same tiles for all of them:
   literally: tilerouter 254/1 with its workers pinned to the upper half of the CPUs
   (``--worker-cpus``) and gateway, router and wrk on the lower half, against OpenSlide
   in-process pinned to the same upper half. The shared-core rows above stay as they are.
+  tilerouter's workers cut most 254/1 tiles from stored JPEG tiles themselves
+  (readers/stored_levels.py: the same bytes as get_tile, less CPU), so these ratios
+  compare serving tiles with OpenSlide's own way of rendering them, and can exceed 1.
 
 Workloads, driven by wrk (``scripts/peers/walk.lua`` walks a URL list): "distinct" = every
 tile of the highest --levels levels of every slide, shuffled with a fixed seed, never
