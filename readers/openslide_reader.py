@@ -149,15 +149,12 @@ class OpenSlideReader(SlideReader):
         """``DeepZoomGenerator.get_tile``'s pixels, from stored tiles where it reads them at
         integral level coordinates (then resized exactly as it resizes)."""
         if self._stored is not None:
-            ((x0, y0), slide_level, size), z_size = self._dz._get_tile_info(level, (col, row))
-            down = self._slide.level_downsamples[slide_level]
-            if down.is_integer() and x0 % down == 0 and y0 % down == 0:
-                image = self._stored.region(slide_level, int(x0 // down), int(y0 // down),
-                                            *size)
-                if image is not None:
-                    if image.size != tuple(z_size):
-                        image.thumbnail(z_size, Image.Resampling.LANCZOS)
-                    return image
+            args, z_size = self._dz._get_tile_info(level, (col, row))
+            image = self._stored.read_region(*args)
+            if image is not None:
+                if image.size != tuple(z_size):
+                    image.thumbnail(z_size, Image.Resampling.LANCZOS)
+                return image
         return self._dz.get_tile(level, (col, row))
 
     def associated(self, name: str, size: int) -> bytes:

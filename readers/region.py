@@ -146,7 +146,8 @@ def background(slide: openslide.AbstractSlide) -> tuple[int, int, int]:
 def read_plan(slide: openslide.AbstractSlide, plan: ReadPlan,
               out: tuple[int, int], stored: StoredLevels | None = None) -> Image.Image:
     """RGB pixels of the planned rectangle, resized to ``out``."""
-    image = _read_stored(slide, plan, stored) if stored is not None else None
+    image = (stored.read_region(plan.location, plan.level, plan.size)
+             if stored is not None else None)
     if image is None:
         tile = slide.read_region(plan.location, plan.level, plan.size)
         bg = Image.new("RGB", tile.size, background(slide))
@@ -154,17 +155,6 @@ def read_plan(slide: openslide.AbstractSlide, plan: ReadPlan,
     if out == plan.size and plan.box == (0, 0, plan.size[0], plan.size[1]):
         return image
     return image.resize(out, Image.Resampling.LANCZOS, box=plan.box)
-
-
-def _read_stored(slide: openslide.AbstractSlide, plan: ReadPlan, stored: StoredLevels
-                 ) -> Image.Image | None:
-    """The planned pixels from stored tiles, when the level's downsample is a whole number
-    (then ``location / downsample`` is exactly the level pixel OpenSlide starts at)."""
-    down = slide.level_downsamples[plan.level]
-    if not down.is_integer():
-        return None
-    x, y = plan.location
-    return stored.region(plan.level, int(x // down), int(y // down), *plan.size)
 
 
 def transform(image: Image.Image, rotation: float, mirror: bool, quality: str, fmt: str,

@@ -78,10 +78,11 @@ class StoredLevels:
     Holds the file open and reads with ``os.pread``; not thread-safe (a reader's)."""
 
     def __init__(self, fh: Any, levels: dict[int, tuple[_Level, int, int]],
-                 cache: DecodedTiles) -> None:
+                 cache: DecodedTiles, downsamples: tuple[float, ...]) -> None:
         self._fh = fh
         self._fd = fh.fileno()
         self._levels = levels  # level -> (_Level, level width, level height)
+        self._downsamples = downsamples  # OpenSlide's, per level
         self._cache = cache
         self._owner = object()  # cache keys of this reader only
         self.rendered = 0  # regions served from stored tiles (tests, stats)
@@ -100,7 +101,19 @@ class StoredLevels:
         if props.get(_ICC_SIZE):  # OpenSlide attaches the profile to what it renders
             return None  # (and reading it here would fail on a profile Pillow can't parse)
         opened = open_indexed(path, lambda fh: _index(fh, slide), "stored-tile rendering")
-        return cls(opened[0], opened[1], cache) if opened is not None else None
+        return (cls(opened[0], opened[1], cache, tuple(slide.level_downsamples))
+                if opened is not None else None)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]
+                    ) -> Image.Image | None:
+        """``OpenSlide.read_region``'s pixels (as RGB; all opaque) or None. Only where the
+        level-0 ``location`` falls on a whole pixel of ``level``: then OpenSlide reads
+        exactly from ``location / downsample`` too, with no sub-pixel shift."""
+        down = self._downsamples[level]
+        x0, y0 = location
+        if not (down.is_integer() and x0 % down == 0 and y0 % down == 0):
+            return None
+        return self.region(level, int(x0 // down), int(y0 // down), *size)
 
     def region(self, level: int, x: int, y: int, w: int, h: int) -> Image.Image | None:
         """RGB pixels of ``level`` at (x, y), w x h (level coordinates), or None."""
