@@ -20,6 +20,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import openslide
 
@@ -74,41 +75,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
         path = args.slide or write_demo_slide(f"{tmp}/bench.tiff", args.width, args.height,
                                               seed=args.seed)
-        rows = []
         probe = _reader(path, size, overlap, False)
         orders = _tile_orders(probe, args.levels, args.tiles, args.seed)
+        w, h = probe.slide.dimensions
         probe.close()
-        for name, tiles in orders.items():
-            got: dict[bool, list[bytes]] = {}
+        rng = random.Random(args.seed)
+        regions = [RegionRequest(rng.randrange(w - 1024), rng.randrange(h - 1024), 1024, 1024,
+                                 512, 512) for _ in range(args.regions)]
+
+        def compare(label: str, items: Sequence[Any],
+                    work: Callable[[OpenSlideReader, Any], Any]) -> tuple:
+            """(label, count, OpenSlide ms, stored ms, same bytes?) for one workload."""
+            got: dict[bool, list[Any]] = {}
             ms: dict[bool, float] = {}
             for stored in (False, True):
                 reader = _reader(path, size, overlap, stored)
-                out: list[bytes] = []
+                got[stored] = []
                 ms[stored] = _cpu_ms(
-                    lambda r=reader, o=out, ts=tiles: o.extend(r.tile(*t, "jpeg", Q) for t in ts),
-                    len(tiles))
-                got[stored] = out
+                    lambda r=reader, o=got[stored]: o.extend(work(r, i) for i in items),
+                    len(items))
                 reader.close()
-            same = "yes" if got[False] == got[True] else "NO"
-            rows.append((f"tiles {args.geometry}, {name}", len(tiles), ms[False], ms[True],
-                         same))
-        rng = random.Random(args.seed)
-        probe = _reader(path, size, overlap, False)
-        w, h = probe.slide.dimensions
-        probe.close()
-        regions = [RegionRequest(rng.randrange(w - 1024), rng.randrange(h - 1024), 1024, 1024,
-                                 512, 512) for _ in range(args.regions)]
-        got, ms = {}, {}
-        for stored in (False, True):
-            reader = _reader(path, size, overlap, stored)
-            out = []
-            ms[stored] = _cpu_ms(lambda r=reader, o=out: o.extend(
-                render_region(r.slide, q, 4096 * 4096, Q, r.stored) for q in regions),
-                len(regions))
-            got[stored] = out
-            reader.close()
-        rows.append(("IIIF 1024 -> 512 regions", len(regions), ms[False], ms[True],
-                     "yes" if got[False] == got[True] else "NO"))
+            return (label, len(items), ms[False], ms[True],
+                    "yes" if got[False] == got[True] else "NO")
+
+        rows = [compare(f"tiles {args.geometry}, {name}", tiles,
+                        lambda r, t: r.tile(*t, "jpeg", Q)) for name, tiles in orders.items()]
+        rows.append(compare("IIIF 1024 -> 512 regions", regions,
+                            lambda r, q: render_region(r.slide, q, 4096 * 4096, Q, r.stored)))
 
     print(f"slide {args.width}x{args.height} (generated, 256 px JPEG tiles, 2x pyramid)"
           if not args.slide else f"slide {args.slide}")
