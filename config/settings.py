@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from router.errors import ConfigError
+from config.errors import ConfigError
 
 ENV_PREFIX = "TILEROUTER_"
 POLICIES = ("cache-aware", "round-robin", "least-loaded")

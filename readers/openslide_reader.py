@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -10,36 +9,17 @@ import openslide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, UnidentifiedImageError
 
-from readers.base import SlideReader
+from config.errors import BadSlide, OutOfRange, SlideNotFound
+from readers.base import READ_ERRORS, RegionRequest, SlideReader
+from readers.encode import encode_image
+from readers.formats import ASSOCIATED_QUALITY
 from readers.passthrough import PassthroughIndex
+from readers.region import render_region
 from readers.stored_levels import DecodedTiles, StoredLevels
-from router.errors import BadSlide, OutOfRange, SlideNotFound
 
 log = logging.getLogger(__name__)
 
 _OPEN_ERRORS = (openslide.OpenSlideError, UnidentifiedImageError, ValueError, OSError)
-# OpenSlide reports damaged tile data as OpenSlideError; Pillow's decoders as OSError
-_READ_ERRORS = (openslide.OpenSlideError, OSError, ValueError)
-
-
-def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
-    """Encode with Pillow exactly as a plain ``image.save`` would (no extra options)."""
-    buf = io.BytesIO()
-    if fmt == "jpeg":
-        if image.mode != "RGB":
-            image = _flatten(image)
-        image.save(buf, "jpeg", quality=quality)
-    else:
-        image.save(buf, "png")
-    return buf.getvalue()
-
-
-def _flatten(image: Image.Image) -> Image.Image:
-    if image.mode == "RGBA":
-        bg = Image.new("RGB", image.size, (255, 255, 255))
-        bg.paste(image, mask=image.split()[3])
-        return bg
-    return image.convert("RGB")
 
 
 class OpenSlideReader(SlideReader):
@@ -82,25 +62,15 @@ class OpenSlideReader(SlideReader):
         self._passthrough = (
             PassthroughIndex.build(path, self._slide, self._dz, tile_size, limit_bounds)
             if passthrough and overlap == 0 else None)
-        # stored JPEG tiles decoded by Pillow where a tile is read 1:1 (stored_levels.py);
-        # it needs DeepZoomGenerator's tile arithmetic, a private method: else OpenSlide
+        # stored JPEG tiles decoded by Pillow where a tile is read 1:1 (stored_levels.py)
         self._stored = (
             StoredLevels.build(path, self._slide, decoded)
-            if decoded is not None and isinstance(self._slide, openslide.OpenSlide)
-            and hasattr(self._dz, "_get_tile_info") else None)
+            if decoded is not None and isinstance(self._slide, openslide.OpenSlide) else None)
 
     @property
-    def slide(self) -> openslide.AbstractSlide:
-        return self._slide
-
-    @property
-    def stored(self) -> StoredLevels | None:
-        """The slide's stored JPEG levels when they can stand in for OpenSlide's reads."""
-        return self._stored
-
-    @property
-    def deepzoom(self) -> DeepZoomGenerator:
-        return self._dz
+    def stored_reads(self) -> int:
+        """Reads served by decoding stored tiles instead of through OpenSlide."""
+        return self._stored.rendered if self._stored is not None else 0
 
     def describe(self) -> dict[str, Any]:
         props = dict(self._slide.properties)
@@ -134,28 +104,39 @@ class OpenSlideReader(SlideReader):
                 f"tile ({col}, {row}) outside level {level}'s {cols}x{rows} tiles"
             )
 
+    def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
+        if self._passthrough is None:
+            return None
+        return self._passthrough.stored_tile(level, col, row)
+
     def tile(self, level: int, col: int, row: int, fmt: str, quality: int) -> bytes:
         self.check_tile(level, col, row)
-        if fmt == "jpeg" and self._passthrough is not None:
-            stored = self._passthrough.stored_tile(level, col, row)
+        if fmt == "jpeg":
+            stored = self.stored_tile(level, col, row)
             if stored is not None:
                 return stored
         try:
             return encode_image(self._render(level, col, row), fmt, quality)
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {exc}") from None
 
     def _render(self, level: int, col: int, row: int) -> Image.Image:
         """``DeepZoomGenerator.get_tile``'s pixels, from stored tiles where it reads them at
         integral level coordinates (then resized exactly as it resizes)."""
         if self._stored is not None:
-            args, z_size = self._dz._get_tile_info(level, (col, row))
+            args = self._dz.get_tile_coordinates(level, (col, row))
             image = self._stored.read_region(*args)
             if image is not None:
+                z_size = self._dz.get_tile_dimensions(level, (col, row))
                 if image.size != tuple(z_size):
                     image.thumbnail(z_size, Image.Resampling.LANCZOS)
                 return image
         return self._dz.get_tile(level, (col, row))
+
+    def region(self, req: RegionRequest, max_area: int, jpeg_quality: int
+               ) -> tuple[bytes, int]:
+        image, level, _ = render_region(self._slide, req, max_area, jpeg_quality, self._stored)
+        return image, level
 
     def associated(self, name: str, size: int) -> bytes:
         try:
@@ -166,8 +147,8 @@ class OpenSlideReader(SlideReader):
                     raise SlideNotFound(f"{self.name!r} has no associated image {name!r}")
                 image = self._slide.associated_images[name]
                 image.thumbnail((size, size))
-            return encode_image(image, "jpeg", 85)
-        except _READ_ERRORS as exc:
+            return encode_image(image, "jpeg", ASSOCIATED_QUALITY)
+        except READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {exc}") from None
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ _DQT, _DHT, _SOS, _DRI, _COM, _APP0, _APP14 = 0xDB, 0xC4, 0xDA, 0xDD, 0xFE, 0xE0
 _SOFS = frozenset({0xC0, 0xC1, 0xC2})  # Huffman baseline/extended/progressive: every decoder
 _RGB_IDS = (0x52, 0x47, 0x42)  # 'R', 'G', 'B': libjpeg reads unmarked streams with these as RGB
 _PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR = 2, 6
-_MAX_TILE_BYTES = 64 << 20  # a bigger byte count is a corrupt IFD: leave it to OpenSlide
+MAX_TILE_BYTES = 64 << 20  # a bigger byte count is a corrupt IFD: leave it to OpenSlide
 
 
 def _adobe(transform: int) -> bytes:
@@ -61,7 +61,7 @@ _ADOBE_RGB, _ADOBE_YCBCR = _adobe(0), _adobe(1)
 
 
 @dataclass(frozen=True)
-class _Level:
+class StoredLevel:
     """One stored level as a DeepZoom level serves it."""
 
     offsets: array  # 'Q', per tile, row-major
@@ -119,7 +119,7 @@ def table_segments(jpegtables: bytes) -> list[tuple[int, bytes]] | None:
     return out
 
 
-def _standalone(data: bytes, lv: _Level, tile_size: int) -> bytes | None:
+def standalone_jpeg(data: bytes, lv: StoredLevel, tile_size: int) -> bytes | None:
     """A stored tile as a complete JPEG decoding like OpenSlide decodes it, or None.
 
     The level's table segments go after the SOI and any APPn segments leading the
@@ -198,7 +198,7 @@ class PassthroughIndex:
     ``close`` must not race it).
     """
 
-    def __init__(self, fh: Any, levels: dict[int, _Level], tile_size: int) -> None:
+    def __init__(self, fh: Any, levels: dict[int, StoredLevel], tile_size: int) -> None:
         self._fh = fh
         self._fd = fh.fileno()
         self._levels = levels
@@ -245,7 +245,7 @@ class PassthroughIndex:
             return None
         i = row * lv.across + col
         count = lv.counts[i]
-        if not 0 < count <= _MAX_TILE_BYTES:
+        if not 0 < count <= MAX_TILE_BYTES:
             return None  # sparse tile (OpenSlide makes it transparent) or a corrupt count
         try:
             data = os.pread(self._fd, count, lv.offsets[i])
@@ -253,7 +253,7 @@ class PassthroughIndex:
             return None  # let the render path report the read error
         if len(data) != count:
             return None  # truncated file
-        return _standalone(data, lv, self.tile_size)
+        return standalone_jpeg(data, lv, self.tile_size)
 
     def close(self) -> None:
         self._levels = {}  # never pread a closed (possibly reused) descriptor
@@ -282,8 +282,8 @@ def open_indexed(path: str, index: Callable[[Any], dict[int, Any]], what: str
 
 
 def _index_levels(fh: Any, slide: openslide.AbstractSlide, wanted: dict[int, int],
-                  tile_size: int) -> dict[int, _Level]:
-    levels: dict[int, _Level] = {}
+                  tile_size: int) -> dict[int, StoredLevel]:
+    levels: dict[int, StoredLevel] = {}
     with tifffile.TiffFile(fh) as tif:  # a handle we opened ourselves is left open
         pages = tiled_pages(tif)
         for dz_level, level in wanted.items():
@@ -298,8 +298,8 @@ def tiled_pages(tif: tifffile.TiffFile) -> list[tifffile.TiffPage]:
 
 
 def stored_level(pages: list[tifffile.TiffPage], dimensions: tuple[int, int],
-                 tile_size: int | None) -> _Level | None:
-    """The one tiled IFD of these dimensions as a _Level, if its JPEG tiles qualify.
+                 tile_size: int | None) -> StoredLevel | None:
+    """The one tiled IFD of these dimensions as a StoredLevel, if its JPEG tiles qualify.
 
     ``tile_size`` None takes the IFD's own (square) tile size."""
     width, height = dimensions
@@ -315,7 +315,7 @@ def stored_level(pages: list[tifffile.TiffPage], dimensions: tuple[int, int],
     across = math.ceil(width / size)
     if len(page.dataoffsets) != across * math.ceil(height / size):
         return None
-    return _Level(
+    return StoredLevel(
         offsets=array("Q", page.dataoffsets), counts=array("Q", page.databytecounts),
         across=across, full_cols=width // size, full_rows=height // size,
         tables=b"".join(seg for _, seg in tables), tables_dqt=_DQT in markers,

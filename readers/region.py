@@ -18,46 +18,22 @@ can never make a worker allocate a gigapixel image.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import openslide
 from PIL import Image
 
+from config.errors import BadRequest, BadSlide, MessageTooLarge
+from readers.base import READ_ERRORS, RegionRequest
+from readers.encode import encode_image
+from readers.formats import REGION_QUALITIES, TILE_FORMATS
 from readers.stored_levels import StoredLevels
-from router.errors import BadRequest, BadSlide, MessageTooLarge
-from router.protocol import REGION_QUALITIES, TILE_FORMATS
 
 # Pixels read from the chosen level may be this many times the output limit: enough
 # for any output within the limit from a pyramid with 4x steps, or from level 0 when
 # a region is only slightly reduced; a slide without a pyramid cannot be shrunk whole.
 READ_AREA_FACTOR = 4
-
-_READ_ERRORS = (openslide.OpenSlideError, OSError, ValueError)
-
-
-@dataclass(frozen=True, slots=True)
-class RegionRequest:
-    """A validated ``region`` op (see ``router.protocol.check_request``)."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    out_w: int
-    out_h: int
-    fmt: str = "jpeg"
-    quality: str = "default"
-    rotation: float = 0.0
-    mirror: bool = False
-
-    @classmethod
-    def from_request(cls, req: dict) -> RegionRequest:
-        return cls(req["x"], req["y"], req["w"], req["h"], req["out_w"], req["out_h"],
-                   req.get("format") or "jpeg", req.get("quality") or "default",
-                   float(req.get("rotation") or 0), bool(req.get("mirror")))
-
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
@@ -127,11 +103,11 @@ def render_region(slide: openslide.AbstractSlide, req: RegionRequest, max_area: 
             f"level {plan.level}; the limit is {READ_AREA_FACTOR * max_area}")
     try:
         image = read_plan(slide, plan, (req.out_w, req.out_h), stored)
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise BadSlide(f"read error: {exc}") from None
     image = transform(image, req.rotation, req.mirror, req.quality, req.fmt,
                       background(slide))
-    return encode(image, req.fmt, jpeg_quality), plan.level, image.size
+    return encode_image(image, req.fmt, jpeg_quality), plan.level, image.size
 
 
 def background(slide: openslide.AbstractSlide) -> tuple[int, int, int]:
@@ -186,13 +162,3 @@ def transform(image: Image.Image, rotation: float, mirror: bool, quality: str, f
         image = image.convert("L").convert("1", dither=Image.Dither.NONE)
     return image
 
-
-def encode(image: Image.Image, fmt: str, jpeg_quality: int) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "jpeg":
-        if image.mode not in ("RGB", "L"):
-            image = image.convert("L" if image.mode in ("1", "LA") else "RGB")
-        image.save(buf, "jpeg", quality=jpeg_quality)
-    else:
-        image.save(buf, "png", compress_level=1)
-    return buf.getvalue()

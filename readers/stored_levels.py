@@ -31,11 +31,11 @@ from cachetools import LRUCache
 from PIL import Image
 
 from readers.passthrough import (
-    _MAX_TILE_BYTES,
+    MAX_TILE_BYTES,
     VENDORS,
-    _Level,
-    _standalone,
+    StoredLevel,
     open_indexed,
+    standalone_jpeg,
     stored_level,
     tiled_pages,
 )
@@ -77,11 +77,11 @@ class StoredLevels:
 
     Holds the file open and reads with ``os.pread``; not thread-safe (a reader's)."""
 
-    def __init__(self, fh: Any, levels: dict[int, tuple[_Level, int, int]],
+    def __init__(self, fh: Any, levels: dict[int, tuple[StoredLevel, int, int]],
                  cache: DecodedTiles, downsamples: tuple[float, ...]) -> None:
         self._fh = fh
         self._fd = fh.fileno()
-        self._levels = levels  # level -> (_Level, level width, level height)
+        self._levels = levels  # level -> (StoredLevel, level width, level height)
         self._downsamples = downsamples  # OpenSlide's, per level
         self._cache = cache
         self._owner = object()  # cache keys of this reader only
@@ -134,19 +134,19 @@ class StoredLevels:
         self.rendered += 1
         return canvas
 
-    def _decoded(self, level: int, lv: _Level, ts: int, i: int) -> Image.Image | None:
+    def _decoded(self, level: int, lv: StoredLevel, ts: int, i: int) -> Image.Image | None:
         key = (self._owner, level, i)
         tile = self._cache.get(key)
         if tile is not None:
             return tile
         count = lv.counts[i]
-        if not 0 < count <= _MAX_TILE_BYTES:
+        if not 0 < count <= MAX_TILE_BYTES:
             return None  # sparse (OpenSlide makes it transparent) or corrupt
         try:
             data = os.pread(self._fd, count, lv.offsets[i])
         except OSError:
             return None
-        jpeg = _standalone(data, lv, ts) if len(data) == count else None
+        jpeg = standalone_jpeg(data, lv, ts) if len(data) == count else None
         if jpeg is None:
             return None
         try:
@@ -165,8 +165,8 @@ class StoredLevels:
         self._fh.close()
 
 
-def _index(fh: Any, slide: openslide.AbstractSlide) -> dict[int, tuple[_Level, int, int]]:
-    levels: dict[int, tuple[_Level, int, int]] = {}
+def _index(fh: Any, slide: openslide.AbstractSlide) -> dict[int, tuple[StoredLevel, int, int]]:
+    levels: dict[int, tuple[StoredLevel, int, int]] = {}
     with tifffile.TiffFile(fh) as tif:  # a handle we opened ourselves is left open
         pages = tiled_pages(tif)
         for level, dimensions in enumerate(slide.level_dimensions):

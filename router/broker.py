@@ -12,14 +12,12 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from config.settings import Settings
-from router import protocol
-from router.curve import secure_server, start_authenticator
-from router.errors import (
+from config.errors import (
     Busy,
     ProtocolError,
     Quarantined,
@@ -28,9 +26,13 @@ from router.errors import (
     Unavailable,
     WorkerLost,
 )
+from config.settings import Settings
+from router import protocol
+from router.curve import secure_server, start_authenticator
 from router.policy import make_policy
 from router.prefetch import Prefetcher
 from router.registry import Registry, Task, WorkerState
+from router.requests import check_relayed
 from router.waiting import WaitQueue
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ QUARANTINE_STRIKES = 2  # tasks that each killed two workers before the slide is
 QUARANTINE_SECONDS = 300.0
 PREFETCH_DEADLINE = 2.0
 PREFETCH_IDLE = 0.05  # seconds without a client request before workers prefetch
+_GATEWAY_FIELDS = ("rid", "timeout")  # request header fields meant for the router only
 
 
 def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
@@ -78,6 +81,9 @@ class Broker:
         self._drain_deadline: float | None = None
         self._last_request = 0.0
         self.snapshot: dict[str, Any] = {}
+        # requests the router answers itself, named as Majordomo names its mmi.* services
+        self.services: dict[str, Callable[[], dict[str, Any]]] = {
+            protocol.SERVICE_STATS: self.stats}
 
     def _router_socket(self) -> zmq.Socket:
         sock = self.context.socket(zmq.ROUTER)
@@ -183,9 +189,10 @@ class Broker:
                 log.warning("unexpected %s from a gateway", msg.name)
             return
         rid = msg.header.get("rid")
-        if msg.header.get("op") == "stats":
-            self._send_gateway(msg.identity, protocol.REPLY,
-                               {"rid": rid, "ok": True, **self.stats()})
+        service = self.services.get(msg.header.get("op"))  # type: ignore[arg-type]
+        if service is not None:
+            self._send_gateway(msg.identity, protocol.REPLY, {"rid": rid, "ok": True,
+                                                              **service()})
             return
         self.counters["requests"] += 1
         self._last_request = time.monotonic()
@@ -193,7 +200,10 @@ class Broker:
             self._answer_error(msg.identity, rid, Unavailable("router is shutting down"))
             return
         try:
-            request = protocol.check_request(msg.header, self.settings.max_associated_size)
+            # the gateway validated it (router/requests.py); the router only checks what it
+            # reads, and forwards the request without the gateway's own fields
+            request = {k: v for k, v in check_relayed(msg.header).items()
+                       if k not in _GATEWAY_FIELDS}
             slide = request.get("slide")
             if slide is not None:
                 self._check_quarantine(slide)

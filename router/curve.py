@@ -16,8 +16,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from config.errors import ConfigError
 from config.settings import Settings
-from router.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ Commands
   HEARTBEAT  both ways; a worker's carries the same state as REGISTER,
              a gateway's is echoed by the router (liveness check)
   DISCONNECT either side is leaving
+
+A REQUEST whose op names an internal service (``mmi.*``) is answered by the router.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from typing import Any
 
 import zmq
 
-from readers.paths import normalize_slide_path
-from router.errors import BadRequest, MessageTooLarge, OutOfRange, ProtocolError, UnknownOp
+from config.errors import ProtocolError
 
 VERSION = b"TR1"
 REQUEST = b"\x01"
@@ -36,11 +37,8 @@ COMMANDS = {REQUEST: "REQUEST", REPLY: "REPLY", REGISTER: "REGISTER",
             HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT"}
 
 MAX_HEADER_BYTES = 64 * 1024
-MAX_SLIDE_PATH = 1024
-OPS = ("tile", "info", "list", "associated", "region")
-TILE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
-REGION_QUALITIES = ("default", "color", "gray", "bitonal")
-MAX_REGION_EDGE = 65500  # largest output edge of a "region" (JPEG stops at 65535)
+# REQUEST ops the router answers itself (internal services, as Majordomo's mmi.*)
+SERVICE_STATS = "mmi.stats"
 
 Payload = bytes | zmq.Frame | memoryview
 
@@ -128,94 +126,3 @@ def _bytes(frame: Any) -> bytes:
     if isinstance(frame, (bytes, bytearray, memoryview)):
         return bytes(frame)
     raise ProtocolError(f"frame of type {type(frame).__name__}")
-
-
-# --- request validation (shared by gateway and worker) -------------------------------
-
-
-def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
-    """Validate a client request; return its canonical form (only known fields).
-
-    Raises BadRequest/UnknownOp/OutOfRange with a message that names the offending field,
-    Forbidden for a slide path that could leave the slide root.
-    """
-    if not isinstance(obj, dict):
-        raise BadRequest("request must be a JSON object")
-    op = obj.get("op")
-    if not isinstance(op, str):
-        raise BadRequest("field 'op' is required and must be a string")
-    if op not in OPS:
-        raise UnknownOp(f"unknown op {op[:32]!r}; expected one of {', '.join(OPS)}")
-    req: dict[str, Any] = {"op": op}
-    if op == "list":
-        return req
-    # canonical, root-confined syntax (Forbidden otherwise); symlinks are the worker's job
-    req["slide"] = normalize_slide_path(_string(obj, "slide", MAX_SLIDE_PATH))
-    if op == "tile":
-        for key in ("level", "col", "row"):
-            req[key] = _int(obj, key, 0, 1 << 31)
-        if obj.get("prefetch") is True:  # render into the cache, reply without bytes
-            req["prefetch"] = True
-        fmt = obj.get("format", None)
-        if fmt is not None:
-            if not isinstance(fmt, str) or fmt not in TILE_FORMATS:
-                raise BadRequest(f"field 'format' must be one of {', '.join(TILE_FORMATS)}")
-            req["format"] = fmt
-    elif op == "associated":
-        req["name"] = _string(obj, "name", 128)
-        req["size"] = (
-            _int(obj, "size", 16, max_associated_size) if "size" in obj
-            else min(256, max_associated_size)
-        )
-    elif op == "region":  # level-0 rectangle scaled to out_w x out_h (IIIF, readers/region.py)
-        for key in ("x", "y"):
-            req[key] = _int(obj, key, 0, 1 << 31)
-        for key in ("w", "h"):
-            req[key] = _int(obj, key, 1, 1 << 31)
-        for key in ("out_w", "out_h"):
-            req[key] = _int(obj, key, 1, MAX_REGION_EDGE)
-        req["format"] = obj.get("format", "jpeg")
-        if not isinstance(req["format"], str) or req["format"] not in TILE_FORMATS:
-            raise BadRequest(f"field 'format' must be one of {', '.join(TILE_FORMATS)}")
-        req["quality"] = obj.get("quality", "default")
-        if req["quality"] not in REGION_QUALITIES:
-            raise BadRequest(f"field 'quality' must be one of {', '.join(REGION_QUALITIES)}")
-        rotation = obj.get("rotation", 0)
-        if (isinstance(rotation, bool) or not isinstance(rotation, (int, float))
-                or not 0 <= rotation < 360):
-            raise BadRequest("field 'rotation' must be a number of degrees in [0, 360)")
-        req["rotation"] = rotation
-        req["mirror"] = obj.get("mirror", False)
-        if not isinstance(req["mirror"], bool):
-            raise BadRequest("field 'mirror' must be a boolean")
-    return req
-
-
-def check_client_id(obj: dict[str, Any]) -> int | str | None:
-    """The client's request id: an int or a short string (echoed back verbatim)."""
-    rid = obj.get("id")
-    if rid is None:
-        return None
-    if isinstance(rid, bool) or not isinstance(rid, (int, str)):
-        raise BadRequest("field 'id' must be an integer or a string")
-    if isinstance(rid, str) and len(rid) > 256:
-        raise MessageTooLarge("field 'id' is longer than 256 characters")
-    return rid
-
-
-def _string(obj: dict[str, Any], key: str, limit: int) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"field '{key}' is required and must be a non-empty string")
-    if len(value) > limit:
-        raise BadRequest(f"field '{key}' is longer than {limit} characters")
-    return value
-
-
-def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"field '{key}' is required and must be an integer")
-    if not lo <= value <= hi:
-        raise OutOfRange(f"field '{key}' must be between {lo} and {hi}")
-    return value

@@ -63,8 +63,8 @@ from benchlib.server import (
 from benchlib.slides import Geometry, SlideSet, ensure_slides, slide_geometry
 from benchlib.trace import TraceSpec, viewer_trace
 
+from config.errors import ConfigError
 from config.settings import POLICIES, load_settings
-from router.errors import ConfigError
 
 log = logging.getLogger("bench")
 

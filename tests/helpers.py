@@ -79,7 +79,7 @@ def start_serve(slide_root: Path, *flags: str, **popen: Any
     options: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
                                **popen}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
+        [sys.executable, "-m", "workers.serve", "serve", "--slides", str(slide_root),
          "--port", str(port), "--stats-port", "0", *flags], cwd=REPO, **options)
     try:
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",

@@ -47,7 +47,7 @@ class Child:
     exits: list[int] = field(default_factory=list)
     cpus: frozenset[int] = frozenset()  # CPU affinity ('' worker_cpus: any CPU)
 
-    def _preexec(self) -> None:
+    def preexec(self) -> None:
         """Runs in the child before exec: die with the supervisor, stay on our CPUs."""
         _die_with_parent()
         if self.cpus:
@@ -70,7 +70,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         try:
-            child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=child._preexec)
+            child.proc = subprocess.Popen(child.argv, env=child.env, preexec_fn=child.preexec)
         except (OSError, subprocess.SubprocessError) as exc:
             # e.g. its CPUs were taken from our cpuset: retry later, keep the rest running
             log.error("cannot start %s: %s; retrying in %.2fs", child.name, exc, child.backoff)

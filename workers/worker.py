@@ -27,10 +27,10 @@ from typing import Any
 
 import zmq
 
+from config.errors import ProtocolError
 from config.settings import Settings
 from router import protocol
 from router.curve import secure_client
-from router.errors import ProtocolError
 from workers.handler import RequestHandler
 
 log = logging.getLogger(__name__)

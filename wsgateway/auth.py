@@ -19,8 +19,9 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from router.errors import Forbidden, Unauthorized
+from config.errors import BadRequest, Forbidden, Unauthorized
 
 COOKIE = "tilerouter_token"
 
@@ -83,6 +84,18 @@ class Authorizer:
         if self._secret:
             return self._check_signed(presented, time.time() if now is None else now)
         raise Unauthorized("invalid token")
+
+    def grant_for(self, headers: Any, query_token: str | None, cookie_token: str | None
+                  ) -> Grant:
+        """The grant of an HTTP caller's token (``token_from`` order); Unauthorized when
+        refused, BadRequest when the credentials cannot even be read."""
+        if not self.enabled:
+            return OPEN
+        try:
+            presented = token_from(headers, query_token, cookie_token)
+        except Exception:
+            raise BadRequest("unreadable credentials") from None
+        return self.check(presented)
 
     def _check_signed(self, presented: str, now: float) -> Grant:
         body, _, mac = presented.partition(".")

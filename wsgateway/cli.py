@@ -14,8 +14,9 @@ import tornado.netutil
 
 from config.logs import setup_logging
 from config.settings import Settings, parse_cli
-from wsgateway.app import Gateway, make_app
+from wsgateway.app import make_app
 from wsgateway.fast_http import FastTiles
+from wsgateway.gateway import Gateway
 from wsgateway.relay import RouterClient
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ A tile GET is the one HTTP request a viewer makes thousands of times; Tornado's
 ``RequestHandler`` machinery (handler object, header bookkeeping, flush/finish,
 logging) cost more CPU than everything else the gateway does for a hot tile. This
 delegate answers ``GET /dz/<slide>_files/<level>/<col>_<row>.<fmt>`` itself, straight
-on the HTTP/1.1 connection, with the same checks, status codes, headers and JSON error
-bodies as ``http.TileHandler``; every other request (and anything unusual about a tile
-request, e.g. a path that is not valid UTF-8) goes to the application unchanged.
+on the HTTP/1.1 connection, with the same checks and JSON error bodies as the
+application's handlers: it is the only tile path over HTTP. Every other request goes
+to the application unchanged.
 """
 
 from __future__ import annotations
@@ -22,20 +22,19 @@ from urllib.parse import parse_qs, unquote
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from router.errors import BadRequest, TileRouterError, error_from_wire
-from router.protocol import check_request, payload_bytes
-from wsgateway.auth import COOKIE, OPEN, Grant, token_from
+from config.errors import BadRequest, TileRouterError, error_from_wire
+from router.protocol import payload_bytes
+from wsgateway.auth import COOKIE, Grant
 from wsgateway.relay import Reply
 from wsgateway.wire import http_error_body, http_status
 
 if TYPE_CHECKING:
     from tornado.web import Application
 
-    from wsgateway.app import Gateway
+    from wsgateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
-# the same URL shape as the application's TileHandler route
 TILE_PATH = re.compile(r"/dz/(.+?)_files/(\d+)/(\d+)_(\d+)\.(jpeg|jpg|png)")
 _OK = httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
 
@@ -73,19 +72,18 @@ class _Dispatch(httputil.HTTPMessageDelegate):
         self.server_conn = server_conn
         self.conn = request_conn
         self.delegate: httputil.HTTPMessageDelegate | None = None
-        self.tile: tuple[str, dict[str, Any], httputil.HTTPHeaders] | None = None
+        self.tile: tuple[str, re.Match[str], httputil.HTTPHeaders] | None = None
+        self.method = "GET"
 
     def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
                          headers: httputil.HTTPHeaders) -> Any:
         assert isinstance(start_line, httputil.RequestStartLine)
-        if start_line.method == "GET":
-            path, _, query = start_line.path.partition("?")
-            match = TILE_PATH.fullmatch(path)
-            if match is not None:
-                request = _tile_request(match)
-                if request is not None:
-                    self.tile = (query, request, headers)
-                    return None
+        path, _, query = start_line.path.partition("?")
+        match = TILE_PATH.fullmatch(path)
+        if match is not None:
+            self.tile = (query, match, headers)
+            self.method = start_line.method
+            return None
         self.delegate = self.owner.app.start_request(self.server_conn, self.conn)
         return self.delegate.headers_received(start_line, headers)
 
@@ -99,13 +97,16 @@ class _Dispatch(httputil.HTTPMessageDelegate):
             self.delegate.finish()
             return
         assert self.tile is not None
-        query, request, headers = self.tile
+        query, match, headers = self.tile
+        if self.method != "GET":
+            body = http_error_body("http", "Method Not Allowed").encode()
+            self._write(405, "application/json", "no-store",
+                        b"" if self.method == "HEAD" else body)  # HEAD: headers only
+            return
         gateway = self.owner.gateway
         try:
             grant = _authenticate(gateway, query, headers)
-            request = check_request(request, gateway.settings.max_associated_size)
-            if "slide" in request:
-                grant.check(request["slide"])
+            request = gateway.accept(_tile_request(match), grant)
         except TileRouterError as exc:
             self._error(exc)
             return
@@ -166,13 +167,17 @@ def _quiet(future: Any) -> None:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-def _tile_request(match: re.Match[str]) -> dict[str, Any] | None:
-    """The relay request for a matched tile path; None sends it to the app instead."""
+def _tile_request(match: re.Match[str]) -> dict[str, Any]:
+    """The tile request a matched path asks for; BadRequest for a slide id that is not
+    UTF-8 or a number too long for ``int``."""
     try:
         slide = unquote(match.group(1), errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("slide id is not valid UTF-8") from None
+    try:
         level, col, row = int(match.group(2)), int(match.group(3)), int(match.group(4))
-    except ValueError:  # not UTF-8, or an integer too long for int(): the app says 400
-        return None
+    except ValueError:
+        raise BadRequest("tile level, column or row is not a usable integer") from None
     fmt = match.group(5)
     return {"op": "tile", "slide": slide, "level": level, "col": col, "row": row,
             "format": "jpeg" if fmt in ("jpg", "jpeg") else fmt}
@@ -181,13 +186,10 @@ def _tile_request(match: re.Match[str]) -> dict[str, Any] | None:
 def _authenticate(gateway: Gateway, query: str, headers: httputil.HTTPHeaders) -> Grant:
     """As ``http.authenticate``: a token from the header, the query or the cookie."""
     if not gateway.auth.enabled:
-        return OPEN
-    tokens = parse_qs(query, keep_blank_values=True).get("token") if query else None
-    cookie = httputil.parse_cookie(headers.get("Cookie", "")).get(COOKIE)
+        return gateway.auth.grant_for(headers, None, None)
     try:
-        return gateway.auth.check(token_from(headers, tokens[-1].strip() if tokens else None,
-                                             cookie))
-    except TileRouterError:
-        raise
+        tokens = parse_qs(query, keep_blank_values=True).get("token") if query else None
+        cookie = httputil.parse_cookie(headers.get("Cookie", "")).get(COOKIE)
     except Exception:
         raise BadRequest("unreadable credentials") from None
+    return gateway.auth.grant_for(headers, tokens[-1].strip() if tokens else None, cookie)

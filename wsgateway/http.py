@@ -1,6 +1,7 @@
-"""HTTP endpoints: slide list, DeepZoom (DZI + tiles), associated images, stats, health.
+"""HTTP endpoints: slide list, DZI, info, associated images, stats, health.
 
-Every one goes through the same router and workers as the websocket.
+Every one goes through the same router and workers as the websocket. DeepZoom tile
+GETs have one path of their own in front of the application (``fast_http.py``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from xml.sax.saxutils import quoteattr
 
 from tornado.web import HTTPError, RequestHandler
 
-from router.errors import BadRequest, TileRouterError, error_from_wire
-from router.protocol import check_request, payload_bytes
-from wsgateway.auth import COOKIE, OPEN, Grant, token_from
+from config.errors import BadRequest, TileRouterError, error_from_wire
+from router.protocol import SERVICE_STATS, payload_bytes
+from wsgateway.auth import COOKIE, OPEN, Grant
 from wsgateway.relay import Reply
 from wsgateway.wire import http_error_body, http_status
 
 if TYPE_CHECKING:
-    from wsgateway.app import Gateway
+    from wsgateway.gateway import Gateway
 
 DZI_NS = "http://schemas.microsoft.com/deepzoom/2008"
 
@@ -48,8 +49,8 @@ class RelayHandler(RequestHandler):
 
     async def relay(self, request: dict[str, Any]) -> Reply:
         try:
-            request = check_request(request, self.gateway.settings.max_associated_size)
-            reply = await self.gateway.request(request, self.grant)
+            reply = await self.gateway.request(self.gateway.accept(request, self.grant),
+                                               self.grant)
         except TileRouterError as exc:
             raise ApiError(exc) from None
         if not reply.header.get("ok"):
@@ -103,13 +104,6 @@ def dzi_xml(info: dict[str, Any], fmt: str) -> str:
     )
 
 
-class TileHandler(RelayHandler):
-    async def get(self, slide: str, level: str, col: str, row: str, fmt: str) -> None:
-        request = {"op": "tile", "slide": slide, "level": _num(level), "col": _num(col),
-                   "row": _num(row), "format": "jpeg" if fmt in ("jpg", "jpeg") else fmt}
-        self.write_image(await self.relay(request))
-
-
 class AssociatedHandler(RelayHandler):
     async def get(self, name: str, slide: str) -> None:
         size = self.get_query_argument("size", "256")
@@ -125,7 +119,7 @@ class InfoHandler(RelayHandler):
 class StatsHandler(RelayHandler):
     async def get(self) -> None:
         try:
-            reply = await self.gateway.request({"op": "stats"})
+            reply = await self.gateway.request({"op": SERVICE_STATS})
         except TileRouterError as exc:
             raise ApiError(exc) from None
         stats = _public(reply.header)
@@ -143,12 +137,10 @@ class HealthHandler(RelayHandler):
 
 def authenticate(handler: RequestHandler, gateway: Gateway) -> Grant:
     """The caller's grant from header, query or cookie; 401 JSON error when refused."""
-    if not gateway.auth.enabled:
-        return OPEN
-    token = token_from(handler.request.headers, handler.get_query_argument("token", None),
-                       handler.get_cookie(COOKIE))
     try:
-        return gateway.auth.check(token)
+        return gateway.auth.grant_for(handler.request.headers,
+                                      handler.get_query_argument("token", None),
+                                      handler.get_cookie(COOKIE))
     except TileRouterError as exc:
         raise ApiError(exc) from None
 

@@ -27,13 +27,14 @@ from urllib.parse import quote
 
 from cachetools import TTLCache
 
-from readers.paths import normalize_slide_path
-from router.errors import BadRequest, MessageTooLarge, TileRouterError
-from router.protocol import MAX_REGION_EDGE, payload_bytes
+from config.errors import BadRequest, MessageTooLarge, TileRouterError
+from readers.formats import MAX_REGION_EDGE
+from readers.slide_ids import normalize_slide_path
+from router.protocol import payload_bytes
 from wsgateway.http import ApiError, RelayHandler
 
 if TYPE_CHECKING:
-    from wsgateway.app import Gateway
+    from wsgateway.gateway import Gateway
 
 CONTEXT = "http://iiif.io/api/image/3/context.json"
 PROTOCOL = "http://iiif.io/api/image"

@@ -25,10 +25,10 @@ from typing import Any
 
 import zmq
 
+from config.errors import Busy, ProtocolError, TileRouterError, Timeout, Unavailable
 from config.settings import Settings
 from router import protocol
 from router.curve import secure_client
-from router.errors import Busy, ProtocolError, TileRouterError, Timeout, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,15 @@
 """Stored-tile passthrough in the gateway: a stored JPEG tile costs one ``os.pread`` here.
 
-When a DeepZoom tile *is* a stored JPEG tile of the file (``readers/passthrough.py``),
+When a DeepZoom tile *is* a stored JPEG tile of the file (``SlideReader.stored_tile``),
 serving it takes microseconds, less than relaying it through the router and a worker
-costs. So a gateway that can read the slide root keeps a small LRU of passthrough
-indexes and answers those tiles itself; everything else (edge tiles, levels OpenSlide
-resamples, other formats, slides it cannot read) goes to the router as usual.
+costs. So a gateway that can read the slide store keeps a small LRU of readers (opened
+by the same ``ReaderFactory`` as the workers', without render caches) and answers those
+tiles itself; everything else (edge tiles, levels OpenSlide resamples, other formats,
+slides it cannot read) goes to the router as usual.
 
-An index is built off the event loop (a thread opens the slide and parses the TIFF);
-until it is ready, requests for that slide are relayed. A slide whose index cannot be
-built is remembered as "no passthrough", so the gateway never retries it per request.
+A reader is opened off the event loop (a thread opens the slide and parses the TIFF);
+until it is ready, requests for that slide are relayed. A slide that cannot be opened
+is remembered as failed for a while, so the gateway never retries it per request.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import openslide
 from cachetools import LRUCache, TTLCache
-from openslide.deepzoom import DeepZoomGenerator
 
 from config.settings import Settings
-from readers.passthrough import PassthroughIndex
-from readers.paths import resolve_slide_path
+from readers.base import SlideReader
+from readers.factory import ReaderFactory
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +30,23 @@ FAILED_RETRY_S = 60.0
 
 
 class _ClosingLRU(LRUCache):
-    def popitem(self) -> tuple[str, PassthroughIndex | None]:
-        key, index = super().popitem()
-        if index is not None:
-            index.close()
-        return key, index
+    def popitem(self) -> tuple[str, SlideReader]:
+        key, reader = super().popitem()
+        reader.close()
+        return key, reader
 
 
 class StoredTiles:
-    """Passthrough indexes by slide key, for the gateway's event loop thread only."""
+    """Readers by slide id, for the gateway's event loop thread only."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.enabled = (settings.gateway_stored_tiles and settings.passthrough
                         and settings.overlap == 0)
-        self._indexes = _ClosingLRU(max(1, settings.reader_cache_size))
-        # slides whose index could not be built (missing, unreadable): not retried for a
-        # while, and kept apart so that bad names never evict good indexes
+        self._factory = ReaderFactory(settings, render=False) if self.enabled else None
+        self._readers = _ClosingLRU(max(1, settings.reader_cache_size))
+        # slides that could not be opened (missing, unreadable): not retried for a
+        # while, and kept apart so that bad names never evict good readers
         self._failed: TTLCache[str, bool] = TTLCache(FAILED_SLIDES, FAILED_RETRY_S)
         self._building: set[str] = set()
         self.hits = 0
@@ -60,27 +59,32 @@ class StoredTiles:
             return None
         slide = str(request["slide"])
         try:
-            index = self._indexes[slide]
+            reader = self._readers[slide]
         except KeyError:
             if slide not in self._failed:
-                self._build_soon(slide)
+                self._open_soon(slide)
             return None
-        if index is None:
-            return None
-        data = index.stored_tile(request["level"], request["col"], request["row"])  # type: ignore[arg-type]
+        data = reader.stored_tile(request["level"], request["col"], request["row"])  # type: ignore[arg-type]
         if data is not None:
             self.hits += 1
         return data
 
-    def _build_soon(self, slide: str) -> None:
-        if slide in self._building:
+    def status(self, slide: str) -> str | None:
+        """"open", "failed", "opening", or None for a slide not seen (or evicted)."""
+        if slide in self._readers:
+            return "open"
+        if slide in self._failed:
+            return "failed"
+        return "opening" if slide in self._building else None
+
+    def _open_soon(self, slide: str) -> None:
+        if slide in self._building or self._factory is None:
             return
         self._building.add(slide)
-        future = asyncio.get_running_loop().run_in_executor(None, build_index,
-                                                            self.settings, slide)
-        future.add_done_callback(lambda f: self._built(slide, f))
+        future = asyncio.get_running_loop().run_in_executor(None, self._factory.open, slide)
+        future.add_done_callback(lambda f: self._opened(slide, f))
 
-    def _built(self, slide: str, future: asyncio.Future[PassthroughIndex | None]) -> None:
+    def _opened(self, slide: str, future: asyncio.Future[SlideReader]) -> None:
         self._building.discard(slide)
         if future.cancelled() or future.exception() is not None:
             # not ours to report: the worker answers this slide's errors to the client
@@ -88,24 +92,14 @@ class StoredTiles:
                       "cancelled" if future.cancelled() else future.exception())
             self._failed[slide] = True
             return
-        index = future.result()  # None: a readable slide with nothing to pass through
+        reader = future.result()
         if self.enabled:
-            self._indexes[slide] = index
-        elif index is not None:
-            index.close()
+            self._readers[slide] = reader
+        else:
+            reader.close()
 
     def close(self) -> None:
         self.enabled = False
-        while self._indexes:
-            self._indexes.popitem()
+        while self._readers:
+            self._readers.popitem()
 
-
-def build_index(settings: Settings, slide: str) -> PassthroughIndex | None:
-    """Open the slide just long enough to index its stored tiles; None if it has none.
-
-    Raises when the slide cannot be opened (the worker reports that to the client)."""
-    path = resolve_slide_path(settings.slides, slide)
-    with openslide.OpenSlide(path) as osr:
-        dz = DeepZoomGenerator(osr, settings.tile_size, settings.overlap,
-                               settings.limit_bounds)
-        return PassthroughIndex.build(path, osr, dz, settings.tile_size, settings.limit_bounds)

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from router.errors import (
+from config.errors import (
     BadRequest,
     Busy,
     MessageTooLarge,
@@ -25,15 +25,15 @@ from router.errors import (
     TileRouterError,
     Unavailable,
 )
-from router.protocol import check_client_id, check_request
 from wsgateway.auth import OPEN
 from wsgateway.http import ApiError, authenticate
 from wsgateway.ratelimit import TokenBucket
 from wsgateway.relay import Reply
+from wsgateway.requests import check_client_id
 from wsgateway.wire import binary_frame, error_body
 
 if TYPE_CHECKING:
-    from wsgateway.app import Gateway
+    from wsgateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class TileSocketHandler(WebSocketHandler):
         self.gateway = gateway
         self.inflight = 0  # relayed requests not yet answered
         self.grant = OPEN
+        self._unflushed = 0  # bytes written and not yet flushed to the client
         self._relays: set[asyncio.Task[None]] = set()
         rate = gateway.settings.max_requests_per_second
         self._bucket = TokenBucket(rate, burst=max(rate, 1.0)) if rate else None
@@ -91,7 +92,7 @@ class TileSocketHandler(WebSocketHandler):
                 raise BadRequest("message is not valid JSON (or nested too deeply)") from None
             if isinstance(obj, dict):
                 rid = check_client_id(obj)
-            request = check_request(obj, self.gateway.settings.max_associated_size)
+            request = self.gateway.accept(obj, self.grant)
             if self.gateway.draining:
                 raise Unavailable("gateway is shutting down; reconnect")
             if self._bucket is not None and not self._bucket.take():
@@ -102,8 +103,6 @@ class TileSocketHandler(WebSocketHandler):
                 raise Busy(f"more than {limit} requests in flight on this connection")
             if self._backlog() > limit * BACKLOG_BYTES_PER_REQUEST:
                 raise Busy("replies are waiting for this connection to read them")
-            if "slide" in request:
-                self.grant.check(request["slide"])
         except TileRouterError as exc:
             self.gateway.counters["rejected"] += 1
             self._send_now(error_body(rid, exc.code, exc.message))
@@ -126,19 +125,28 @@ class TileSocketHandler(WebSocketHandler):
         """
         self.gateway.counters["requests"] += 1
         try:
-            self.write_message(binary_frame(_client_header(rid, reply), reply.payload),
-                               binary=True).add_done_callback(_retrieve)
+            self._write(binary_frame(_client_header(rid, reply), reply.payload), binary=True)
         except WebSocketClosedError:
             self.gateway.counters["discarded"] += 1
 
     def _backlog(self) -> int:
-        """Bytes written to this connection that the client has not taken yet.
+        """Bytes handed to ``write_message`` whose futures have not resolved: what the
+        client has not taken yet (an upper bound: a future's callback may run a little
+        after its bytes left)."""
+        return self._unflushed
 
-        Tornado has no public API for it; its IOStream's ``_write_buffer`` has held them
-        since 5.0 (tests/integration: a client that stops reading meets ``busy``)."""
-        stream = getattr(self.ws_connection, "stream", None)
-        buffer = getattr(stream, "_write_buffer", None)
-        return len(buffer) if buffer is not None else 0
+    def _write(self, message: str | bytes, binary: bool = False) -> asyncio.Future[None]:
+        """``write_message``, counting its bytes in ``_backlog`` until they are flushed."""
+        size = len(message)
+        future = self.write_message(message, binary=binary)
+        self._unflushed += size
+
+        def flushed(fut: asyncio.Future[None]) -> None:
+            self._unflushed -= size
+            _retrieve(fut)
+
+        future.add_done_callback(flushed)
+        return future
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -173,7 +181,7 @@ class TileSocketHandler(WebSocketHandler):
     def _send_now(self, message: str) -> None:
         """Queue a reply at once, so it goes out before any close frame sent after it."""
         try:
-            self.write_message(message).add_done_callback(_retrieve)
+            self._write(message)
         except WebSocketClosedError:
             self.gateway.counters["discarded"] += 1
 
@@ -182,7 +190,7 @@ class TileSocketHandler(WebSocketHandler):
             self.gateway.counters["discarded"] += 1
             return
         try:
-            await self.write_message(message, binary=binary)
+            await self._write(message, binary=binary)
         except WebSocketClosedError:
             self.gateway.counters["discarded"] += 1
 

@@ -155,11 +155,11 @@ def slide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(slide_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The whole system via ``python -m wsgateway.serve serve`` on free ports."""
+    """The whole system via ``python -m workers.serve serve`` on free ports."""
     logdir = tmp_path_factory.mktemp("serve-logs")
     procs = Processes(logdir)
     port, stats_port = free_port(), free_port()
-    procs.spawn("serve", ["-m", "wsgateway.serve", "serve", "--slides", str(slide_dir),
+    procs.spawn("serve", ["-m", "workers.serve", "serve", "--slides", str(slide_dir),
                           "--port", str(port), "--stats-port", str(stats_port),
                           "--workers", "2", "--no-browser"])
     srv = Server(port, stats_port, procs)

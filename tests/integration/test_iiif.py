@@ -14,8 +14,9 @@ import openslide
 import pytest
 from PIL import Image, ImageFilter
 
-from readers.region import RegionRequest, render_region
-from router.errors import MessageTooLarge
+from config.errors import MessageTooLarge
+from readers.base import RegionRequest
+from readers.region import render_region
 from tests.helpers import System
 from wsgateway.iiif import Limits, canonical_path, parse_rotation, parse_size
 

@@ -44,7 +44,7 @@ def test_worker_cpus_outside_our_cpuset_is_a_clear_start_error(slide_root: Path)
     cpuset (here: only the first CPU) names the CPUs it cannot use and exits."""
     first, last = ALLOWED[0], ALLOWED[-1]
     proc = subprocess.run(
-        [sys.executable, "-m", "wsgateway.serve", "serve", "--slides", str(slide_root),
+        [sys.executable, "-m", "workers.serve", "serve", "--slides", str(slide_root),
          "--port", str(free_port()), "--stats-port", "0", "--worker-cpus", str(last)],
         cwd=REPO, capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: os.sched_setaffinity(0, {first}))

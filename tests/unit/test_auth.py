@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import Forbidden, Unauthorized
+from config.errors import Forbidden, Unauthorized
 from wsgateway.auth import OPEN, Authorizer, Grant, sign_token
 from wsgateway.ratelimit import TokenBucket
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from readers.base import SlideReader
+from readers.base import RegionRequest, SlideReader
 from workers.reader_cache import ReaderCache
 from workers.tile_cache import TileCache
 
@@ -25,6 +25,13 @@ class RecordingReader(SlideReader):
 
     def tile(self, level: int, col: int, row: int, fmt: str, quality: int) -> bytes:
         return f"{self.path}:{level}:{col}:{row}".encode()
+
+    def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
+        return None
+
+    def region(self, req: RegionRequest, max_area: int, jpeg_quality: int
+               ) -> tuple[bytes, int]:
+        return f"{self.path}:region".encode(), 0
 
     def associated(self, name: str, size: int) -> bytes:
         return b""

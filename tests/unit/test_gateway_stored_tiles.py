@@ -26,13 +26,13 @@ def _tile(slide: str, col: int = 1, row: int = 1, **extra: object) -> dict[str, 
 
 
 async def _serve(stored: StoredTiles, request: dict[str, object]) -> bytes | None:
-    """Ask until the index is built (bounded), as repeated client requests would."""
+    """Ask until the reader is open (bounded), as repeated client requests would."""
     for _ in range(500):
-        if request["slide"] in stored._indexes or request["slide"] in stored._failed:
+        if stored.status(str(request["slide"])) in ("open", "failed"):
             return stored.tile(request)
         stored.tile(request)  # starts the build the first time
         await asyncio.sleep(0.01)  # lets the executor's done-callback run
-    raise AssertionError("index never built")
+    raise AssertionError("reader never opened")
 
 
 def test_reads_stored_tiles_once_indexed_and_evicts_with_close(root: Path) -> None:
@@ -45,11 +45,10 @@ def test_reads_stored_tiles_once_indexed_and_evicts_with_close(root: Path) -> No
         assert data is not None and data[:2] == b"\xff\xd8"
         assert stored.tile(_tile("a.tiff", format="png")) is None
         assert stored.tile(_tile("a.tiff", col=4)) is None  # an edge tile is rendered
-        index = stored._indexes["a.tiff"]
         assert await _serve(stored, _tile("b.tiff")) is not None
-        assert "a.tiff" not in stored._indexes and index._levels == {}  # evicted and closed
+        assert stored.status("a.tiff") is None  # evicted (and closed: the LRU closes readers)
         assert await _serve(stored, _tile("bad.tiff")) is None  # remembered as failed, apart
-        assert "bad.tiff" in stored._failed and "bad.tiff" not in stored._indexes
+        assert stored.status("bad.tiff") == "failed"
         assert await _serve(stored, _tile("b.tiff")) is not None  # not evicted by failures
         assert await _serve(stored, _tile("../outside.tiff")) is None
         assert stored.tile(_tile("b.tiff", prefetch=True)) is None  # a prefetch wants no bytes

@@ -12,8 +12,8 @@ import pytest
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
+from config.errors import BadSlide, OutOfRange, SlideNotFound
 from readers.openslide_reader import OpenSlideReader
-from router.errors import BadSlide, OutOfRange, SlideNotFound
 
 GEOMETRIES = [(254, 1, True), (256, 0, False)]
 
@@ -126,7 +126,7 @@ def test_truncated_slide_is_bad_slide(unit_root: Path) -> None:
     with pytest.raises(BadSlide):
         reader = OpenSlideReader(str(unit_root / "truncated.tiff"))
         try:
-            top = reader.deepzoom.level_count - 1
+            top = reader.describe()["dz_levels"] - 1
             reader.tile(top, 0, 0, "jpeg", 75)
         finally:
             reader.close()

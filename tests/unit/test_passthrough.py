@@ -26,7 +26,8 @@ from PIL import Image
 
 from config.settings import Settings
 from readers.demo_slide import write_demo_slide
-from readers.openslide_reader import OpenSlideReader, encode_image
+from readers.encode import encode_image
+from readers.openslide_reader import OpenSlideReader
 from readers.passthrough import full_bounds
 from workers.handler import RequestHandler
 
@@ -66,8 +67,14 @@ def _pixels(data: bytes) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _deepzoom(reader: OpenSlideReader) -> DeepZoomGenerator:
+    """The generator a reader (made with limit_bounds) must match, on its own handle."""
+    return DeepZoomGenerator(openslide.OpenSlide(reader.path), reader.tile_size,
+                             reader.overlap, True)
+
+
 def _rendered(reader: OpenSlideReader, level: int, col: int, row: int) -> bytes:
-    return encode_image(reader.deepzoom.get_tile(level, (col, row)), "jpeg", Q)
+    return encode_image(_deepzoom(reader).get_tile(level, (col, row)), "jpeg", Q)
 
 
 def _interior_tiles(path: Path, page_index: int, n: int = 3) -> list[tuple[int, int]]:
@@ -122,21 +129,21 @@ def test_interior_tiles_are_the_stored_bytes(demo: Path, limit_bounds: bool) -> 
 
 
 def test_edge_tiles_fall_back_to_rendering(reader: OpenSlideReader) -> None:
-    dz = reader.deepzoom
+    dz = _deepzoom(reader)
     for dz_level in STORED:
         cols, rows = dz.level_tiles[dz_level]
         width, height = dz.level_dimensions[dz_level]
         assert width % TS and height % TS  # every stored level has padded edge tiles
         for col, row in {(cols - 1, 0), (0, rows - 1), (cols - 1, rows - 1)}:
-            assert reader._passthrough.stored_tile(dz_level, col, row) is None
+            assert reader.stored_tile(dz_level, col, row) is None
             data = reader.tile(dz_level, col, row, "jpeg", Q)
             assert data == _rendered(reader, dz_level, col, row)
 
 
 def test_levels_not_stored_fall_back_to_rendering(reader: OpenSlideReader) -> None:
-    assert reader._passthrough.dz_levels == sorted(STORED)
+    assert [lv for lv in range(13) if reader.stored_tile(lv, 0, 0)] == sorted(STORED)
     for dz_level in (8, 7, 3, 0):
-        assert reader._passthrough.stored_tile(dz_level, 0, 0) is None
+        assert reader.stored_tile(dz_level, 0, 0) is None
         assert reader.tile(dz_level, 0, 0, "jpeg", Q) == _rendered(reader, dz_level, 0, 0)
 
 
@@ -144,7 +151,7 @@ def test_png_is_rendered(reader: OpenSlideReader) -> None:
     col, row = _interior_tiles(Path(reader.path), 0, 1)[0]
     png = reader.tile(12, col, row, "png", Q)
     assert png.startswith(b"\x89PNG")
-    expected = np.asarray(reader.deepzoom.get_tile(12, (col, row)))
+    expected = np.asarray(_deepzoom(reader).get_tile(12, (col, row)))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
 
 
@@ -157,9 +164,10 @@ def test_png_is_rendered(reader: OpenSlideReader) -> None:
 def test_no_passthrough_without_matching_geometry(demo: Path, kwargs: dict) -> None:
     r = OpenSlideReader(str(demo), limit_bounds=True, **kwargs)
     try:
-        assert r._passthrough is None
+        dz_tiles = r.describe()["dz_tiles"]
+        assert not any(r.stored_tile(lv, 0, 0) for lv in range(len(dz_tiles)))
         for dz_level, page_index in STORED.items():
-            cols, rows = r.deepzoom.level_tiles[dz_level]
+            cols, rows = dz_tiles[dz_level]
             for col, row in _interior_tiles(demo, page_index, 2):
                 if col < cols and row < rows:
                     raw, _ = _stored(demo, page_index, col, row)
@@ -176,11 +184,12 @@ def test_inexact_downsample_falls_back(tmp_path: Path) -> None:
     path = Path(write_demo_slide(tmp_path / "odd.tiff", 3001, 2201, seed=4))
     r = OpenSlideReader(str(path), tile_size=TS, overlap=0)
     try:
-        assert r.slide.level_dimensions[1] == r.deepzoom.level_dimensions[11]
-        assert r._passthrough.dz_levels == [12]
+        info = r.describe()
+        assert info["level_dimensions"][1] == info["dz_dimensions"][11]
+        assert [lv for lv in range(13) if r.stored_tile(lv, 0, 0)] == [12]
         col, row = _interior_tiles(path, 1, 1)[0]
         raw, _ = _stored(path, 1, col, row)
-        expected = np.asarray(r.deepzoom.get_tile(11, (col, row)))
+        expected = np.asarray(_deepzoom(r).get_tile(11, (col, row)))
         assert not np.array_equal(_pixels(raw), expected)
         assert r.tile(11, col, row, "jpeg", Q) == _rendered(r, 11, col, row)
         col, row = _interior_tiles(path, 0, 1)[0]
@@ -353,14 +362,16 @@ def test_jpegtables_merge(tmp_path: Path, variant: str, aperio: bool) -> None:
     originals = _levels(1920, 1408)
     r = OpenSlideReader(str(path), tile_size=TS, overlap=0)
     try:
-        vendor = r.slide.properties["openslide.vendor"]
-        assert vendor == ("aperio" if aperio else "generic-tiff")
-        top = r.deepzoom.level_count - 1
-        assert r._passthrough.dz_levels == [top - 2, top - 1, top]
+        info = r.describe()
+        assert info["vendor"] == ("aperio" if aperio else "generic-tiff")
+        top = info["dz_levels"] - 1
+        passed = [lv for lv in range(top + 1) if r.stored_tile(lv, 0, 0)]
+        assert passed == ([] if inject is None else [top - 2, top - 1, top])
+        dz = _deepzoom(r)
         for k in range(3):
             dz_level = top - k
             for col, row in _interior_tiles(path, k):
-                expected = np.asarray(r.deepzoom.get_tile(dz_level, (col, row)))
+                expected = np.asarray(dz.get_tile(dz_level, (col, row)))
                 window = np.s_[row * TS:(row + 1) * TS, col * TS:(col + 1) * TS]
                 # the right colour space: close to what was encoded (q80 on noisy content)
                 assert np.abs(expected.astype(int) - originals[k][window]).mean() < 8
@@ -368,7 +379,7 @@ def test_jpegtables_merge(tmp_path: Path, variant: str, aperio: bool) -> None:
                     assert np.array_equal(decoded[k][window], expected)
                 data = r.tile(dz_level, col, row, "jpeg", Q)
                 if inject is None:  # contradicting markers: rendered, not passed through
-                    assert r._passthrough.stored_tile(dz_level, col, row) is None
+                    assert r.stored_tile(dz_level, col, row) is None
                     assert data == _rendered(r, dz_level, col, row)
                     continue
                 raw, tables = _stored(path, k, col, row)
@@ -396,16 +407,16 @@ def test_short_jfif_app0_is_not_jfif_to_libjpeg(tmp_path: Path) -> None:
     YCbCr stream with ids 'R','G','B' to be read as RGB, so the Adobe marker is still due."""
     from array import array
 
-    from readers.passthrough import _Level, _standalone
+    from readers.passthrough import StoredLevel, standalone_jpeg
 
     tile = _levels(TS, TS)[0]
     stream = _encode(tile, False, "idsRGB")
     short_jfif = b"\xff\xe0\x00\x0cJFIF\x00\x01\x01\x00\x00\x01"  # 10 bytes of data
-    lv = _Level(offsets=array("Q"), counts=array("Q"), across=1, full_cols=1, full_rows=1,
+    lv = StoredLevel(offsets=array("Q"), counts=array("Q"), across=1, full_cols=1, full_rows=1,
                 tables=b"", tables_dqt=False, tables_dht=False, rgb=False, tile_size=TS)
     for app0, adobe_added in ((short_jfif, True), (JFIF, False)):
         data = stream[:2] + app0 + stream[2:]
-        out = _standalone(data, lv, TS)
+        out = standalone_jpeg(data, lv, TS)
         assert out is not None
         assert (_adobe(1) in out) is adobe_added
         assert np.abs(_pixels(out).astype(int) - tile).mean() < 8  # read as YCbCr

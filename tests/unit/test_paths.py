@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from readers.paths import list_slides, normalize_slide_path, resolve_slide_path
-from router.errors import Forbidden, SlideNotFound
+from config.errors import Forbidden, SlideNotFound
+from readers.local_store import list_slides, resolve_slide_path
+from readers.slide_ids import normalize_slide_path
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,7 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import protocol
-from router.errors import (
+from config.errors import (
     BadRequest,
     MessageTooLarge,
     OutOfRange,
@@ -19,20 +18,20 @@ from router.errors import (
     TileRouterError,
     UnknownOp,
 )
+from readers.slide_ids import MAX_SLIDE_ID as MAX_SLIDE_PATH
+from router import protocol
 from router.protocol import (
     COMMANDS,
     HEARTBEAT,
     MAX_HEADER_BYTES,
-    MAX_SLIDE_PATH,
     REPLY,
     REQUEST,
     VERSION,
-    check_client_id,
-    check_request,
     encode,
     parse,
     payload_bytes,
 )
+from wsgateway.requests import check_client_id, check_request
 
 # --- frames ------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import ConfigError
 from config.settings import ENV_PREFIX, Settings, load_settings, parse_cli, parse_cpu_list
-from router.errors import ConfigError
 
 
 def _toml(tmp_path: Path, text: str) -> str:

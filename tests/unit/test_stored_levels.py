@@ -16,9 +16,11 @@ from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from config.settings import Settings
+from readers.base import RegionRequest
 from readers.demo_slide import write_demo_slide
-from readers.openslide_reader import OpenSlideReader, encode_image
-from readers.region import RegionRequest, render_region
+from readers.encode import encode_image
+from readers.openslide_reader import OpenSlideReader
+from readers.region import render_region
 from readers.stored_levels import DecodedTiles
 from tests.unit.test_passthrough import VARIANTS, write_tables_slide
 from workers.handler import RequestHandler
@@ -49,7 +51,7 @@ def _check_every_tile(path: Path, tile_size: int, overlap: int, limit_bounds: bo
         for level, col, row in _all_tiles(dz):
             expected = encode_image(dz.get_tile(level, (col, row)), "jpeg", Q)
             assert r.tile(level, col, row, "jpeg", Q) == expected, (level, col, row)
-        return r._stored.rendered if r._stored is not None else 0
+        return r.stored_reads
     finally:
         r.close()
 
@@ -89,7 +91,7 @@ def test_damaged_tile_is_an_error_like_openslide(demo: Path, tmp_path: Path) -> 
         fh.write(b"\0" * count)
     handler = RequestHandler(Settings(slides=str(tmp_path)))
     try:
-        top = handler.readers.get(path.name).deepzoom.level_count - 1
+        top = handler.readers.get(path.name).describe()["dz_levels"] - 1
         header, data = handler.safe_handle(
             {"op": "tile", "slide": path.name, "level": top, "col": 1, "row": 1})
         assert header["ok"] is False and header["error"]["code"] == "bad_slide", header
@@ -103,7 +105,7 @@ def test_damaged_tile_is_an_error_like_openslide(demo: Path, tmp_path: Path) -> 
 def test_decoded_cache_is_bounded_and_forgets_closed_readers(demo: Path) -> None:
     cache = DecodedTiles(4 * 256 * 256 * 4)  # four decoded tiles
     r = OpenSlideReader(str(demo), tile_size=254, overlap=1, decoded=cache)
-    top = r.deepzoom.level_count - 1
+    top = r.describe()["dz_levels"] - 1
     r.tile(top, 1, 1, "jpeg", Q)  # straddles four stored tiles
     assert (len(cache._lru), cache.hits, cache.misses) == (4, 0, 4)
     r.tile(top, 1, 1, "jpeg", Q)  # the same four, decoded once
@@ -146,9 +148,9 @@ def test_four_times_pyramid_resampled_levels(demo: Path, tmp_path: Path) -> None
     rendered = _check_every_tile(path, 254, 1, True)
     r = OpenSlideReader(str(path), tile_size=254, overlap=1, decoded=DecodedTiles(8 << 20))
     try:
-        top = r.deepzoom.level_count - 1
+        top = r.describe()["dz_levels"] - 1
         r.tile(top - 1, 2, 2, "jpeg", Q)  # half resolution: from level 0, resized
-        assert r._stored.rendered == 1
+        assert r.stored_reads == 1
     finally:
         r.close()
     assert rendered > 60
@@ -165,9 +167,10 @@ def test_iiif_regions_are_what_openslide_renders(demo: Path, x: int, y: int, w: 
     r = OpenSlideReader(str(demo), decoded=DecodedTiles(16 << 20))
     try:
         req = RegionRequest(x, y, w, h, out_w, out_h)
-        assert render_region(r.slide, req, 4096 * 4096, Q, r.stored) == \
-            render_region(r.slide, req, 4096 * 4096, Q)
-        assert r.stored is not None and r.stored.rendered == 1
+        with openslide.OpenSlide(str(demo)) as slide:
+            expected = render_region(slide, req, 4096 * 4096, Q)
+        assert r.region(req, 4096 * 4096, Q) == expected[:2]
+        assert r.stored_reads == 1
     finally:
         r.close()
 
@@ -183,9 +186,9 @@ def test_slide_with_an_icc_profile_renders_through_openslide(tmp_path: Path) -> 
     assert openslide.OpenSlide(str(path)).properties.get("openslide.icc-size") == "200"
     handler = RequestHandler(Settings(slides=str(tmp_path)))
     try:
-        assert handler.readers.get(path.name).stored is None
         header, data = handler.safe_handle(
             {"op": "tile", "slide": path.name, "level": 9, "col": 0, "row": 0})
         assert header["ok"] is True and data
+        assert handler.readers.get(path.name).stored_reads == 0
     finally:
         handler.close()

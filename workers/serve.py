@@ -19,9 +19,9 @@ import urllib.request
 import webbrowser
 from collections.abc import Sequence
 
+from config.errors import ConfigError
 from config.logs import setup_logging
 from config.settings import Settings, add_arguments, load_settings
-from router.errors import ConfigError
 from workers.launcher import (
     Child,
     Supervisor,

@@ -1,33 +1,13 @@
-"""Slide identifiers: validated before any file is opened, confined to the slide root."""
+"""Slides on a local (or locally mounted) file system: confinement and listing."""
 
 from __future__ import annotations
 
 import os
-import posixpath
 
-from router.errors import Forbidden, SlideNotFound
+from config.errors import Forbidden, SlideNotFound
+from readers.slide_ids import is_slide_name, normalize_slide_path
 
-SLIDE_EXTENSIONS = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide",
-    ".bif", ".dcm", ".czi", ".png", ".jpg", ".jpeg",
-)
 MAX_LISTED = 10000
-
-
-def normalize_slide_path(rel: str) -> str:
-    """Canonical relative POSIX path, or Forbidden for anything that could escape the root.
-
-    Syntax only: absolute paths, ``..``, empty or ``.`` components, backslashes and
-    control characters are refused. Symlinks are checked by ``resolve_slide_path``.
-    """
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in rel) or "\\" in rel:
-        raise Forbidden("slide path contains control characters or backslashes")
-    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
-        raise Forbidden("slide path must be relative to the slide root")
-    parts = rel.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise Forbidden("slide path must not contain '..', '.' or empty components")
-    return posixpath.join(*parts)
 
 
 def resolve_slide_path(root: str, rel: str) -> str:
@@ -49,7 +29,7 @@ def list_slides(root: str) -> list[dict[str, object]]:
     for dirpath, dirnames, filenames in os.walk(real_root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or not name.lower().endswith(SLIDE_EXTENSIONS):
+            if not is_slide_name(name):
                 continue
             full = os.path.join(dirpath, name)
             real = os.path.realpath(full)
@@ -62,3 +42,17 @@ def list_slides(root: str) -> list[dict[str, object]]:
         if len(found) >= MAX_LISTED:
             break
     return sorted(found, key=lambda s: str(s["path"]))
+
+
+class LocalStore:
+    """A directory of slide files; ids are paths relative to it."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def local_path(self, slide: str) -> str:
+        """The file to open for ``slide``; Forbidden/SlideNotFound as ``resolve_slide_path``."""
+        return resolve_slide_path(self.root, slide)
+
+    def list(self) -> list[dict[str, object]]:
+        return list_slides(self.root)

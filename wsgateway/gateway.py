@@ -1,0 +1,75 @@
+"""State shared by every handler of one gateway process, and the one way they relay.
+
+Every handler (websocket, HTTP, IIIF, the lean tile path) checks a client request once
+with ``Gateway.accept`` and answers it with ``answer_now`` (stored or hot tile, no
+router) or ``request`` (hot-tile cache, coalescing, then the router).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from config.settings import Settings
+from wsgateway.auth import OPEN, Authorizer, Grant
+from wsgateway.hot_tiles import HotTiles
+from wsgateway.relay import Reply, RouterClient
+from wsgateway.requests import check_request
+from wsgateway.stored_tiles import StoredTiles
+
+_STORED = {"ok": True, "mime": "image/jpeg"}  # the reply header of a stored tile (read-only)
+
+
+class Gateway:
+    """State shared by every handler of one gateway process."""
+
+    def __init__(self, settings: Settings, client: RouterClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.connections = 0
+        self.sockets: set[Any] = set()  # open websocket handlers, closed at shutdown
+        self.relaying = 0  # websocket requests accepted and not yet answered
+        self.draining = False
+        self.last_message_at = 0.0  # time.monotonic() of the last websocket message
+        self.counters: Counter[str] = Counter()
+        self.allowed_origins = tuple(
+            o.strip() for o in settings.allowed_origins.split(",") if o.strip())
+        self.hot = HotTiles(settings.gateway_cache_bytes)
+        self.stored = StoredTiles(settings)
+        self.auth = Authorizer(settings.auth_token, settings.auth_secret)
+
+    def accept(self, obj: Any, grant: Grant) -> dict[str, Any]:
+        """The edge check of a client request, made once per request: its canonical form
+        (``check_request``), and the caller's grant for its slide."""
+        request = check_request(obj, self.settings.max_associated_size)
+        if "slide" in request:
+            grant.check(request["slide"])
+        return request
+
+    async def request(self, request: dict[str, Any], grant: Grant = OPEN,
+                      looked_up: bool = False) -> Reply:
+        """Answer an accepted request (``accept``) for a caller holding ``grant``
+        (``looked_up``: the caller already tried ``answer_now``)."""
+        self.counters["requests"] += 1
+        reply = None if looked_up else self.answer_now(request)
+        if reply is None:
+            reply = await self.hot.fetch(request, self.client.request)
+        if request.get("op") == "list" and grant.prefixes is not None:
+            slides = [s for s in reply.header.get("slides", []) if grant.allows(s["path"])]
+            reply = Reply({**reply.header, "slides": slides}, None)
+        return reply
+
+    def answer_now(self, request: dict[str, Any]) -> Reply | None:
+        """A reply without the router, for a validated and authorised request: the slide's
+        own stored tile, or a hot tile; None when it must be relayed."""
+        if request.get("op") == "tile" and request.get("format") is None:
+            request["format"] = self.settings.tile_format  # one cache key per tile
+        data = self.stored.tile(request)
+        if data is not None:
+            return Reply(_STORED, data)
+        return self.hot.get(request)
+
+    def stats(self) -> dict[str, Any]:
+        return {"connections": self.connections, "pending": self.client.pending,
+                "router_available": self.client.available, "stored_hits": self.stored.hits,
+                "reconnects": self.client.reconnects, **self.hot.stats(), **self.counters}
