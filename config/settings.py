@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,7 +31,24 @@ class Settings:
     """Every knob of every component, with defaults that run the demo as-is."""
 
     # Slides
-    slides: str = field(default="slides", metadata={"help": "slide root directory"})
+    slides: str = field(default="slides", metadata={
+        "help": "slide root: a directory, s3://bucket/prefix or an http(s):// base URL"})
+    stores: str = field(default="", metadata={
+        "help": "named slide stores NAME=URL (repeat --store; ids become NAME/path; they "
+                "replace --slides)", "flag": "--store", "repeat": True})
+    s3_endpoint_url: str = field(default="", metadata={
+        "help": "S3 endpoint ('' = AWS_ENDPOINT_URL or AWS's own)"})
+    remote_cache_dir: str = field(default="", metadata={
+        "help": "local folder for slides fetched whole from remote stores ('' = a folder "
+                "in the system temp dir)"})
+    remote_cache_bytes: int = field(default=20 * 1024 ** 3, metadata={
+        "help": "bytes of fetched remote slides kept on disk (LRU)"})
+    remote_timeout: float = field(default=10.0, metadata={
+        "help": "seconds one remote call may take before it is retried"})
+    remote_retries: int = field(default=3, metadata={
+        "help": "retries of a failed remote call (with backoff) before 'unavailable'"})
+    remote_revalidate: float = field(default=30.0, metadata={
+        "help": "seconds an open remote slide is trusted before its ETag is checked again"})
     tile_size: int = field(default=254, metadata={"help": "DeepZoom tile size (px)"})
     overlap: int = field(default=1, metadata={"help": "DeepZoom tile overlap (px)"})
     limit_bounds: bool = field(default=True, metadata={"help": "DeepZoom limit_bounds"})
@@ -207,6 +225,14 @@ def _validate(s: Settings) -> None:
     need(s.openslide_cache_bytes >= 0, "openslide_cache_bytes", "must be >= 0")
     need(s.decoded_cache_bytes >= 0, "decoded_cache_bytes", "must be >= 0")
     need(0 <= s.open_latency <= 60, "open_latency", "must be 0..60")
+    need(s.remote_cache_bytes > 0, "remote_cache_bytes", "must be > 0")
+    need(0 < s.remote_timeout <= 600, "remote_timeout", "must be in (0, 600]")
+    need(0 <= s.remote_retries <= 10, "remote_retries", "must be 0..10")
+    need(s.remote_revalidate >= 0, "remote_revalidate", "must be >= 0")
+    for entry in store_entries(s.stores):
+        name, sep, url = entry.partition("=")
+        need(bool(sep) and _STORE_NAME.fullmatch(name) is not None and bool(url), "stores",
+             f"{entry!r} is not NAME=URL (NAME: letters, digits, '-', '_')")
     need(s.policy in POLICIES, "policy", f"must be one of {POLICIES}")
     need(s.request_timeout > 0, "request_timeout", "must be > 0")
     need(s.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
@@ -229,6 +255,14 @@ def _validate(s: Settings) -> None:
         need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc"), name,
              "must be tcp://HOST:PORT or ipc://PATH")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")
+
+
+_STORE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def store_entries(stores: str) -> list[str]:
+    """The ``NAME=URL`` entries of the ``stores`` setting (comma-separated)."""
+    return [e.strip() for e in stores.split(",") if e.strip()]
 
 
 def parse_cpu_list(text: str) -> frozenset[int]:
@@ -269,6 +303,8 @@ def _coerce(name: str, kind: type, raw: Any) -> Any:
             if isinstance(raw, bool):
                 raise ValueError(raw)
             return float(raw)
+        if isinstance(raw, list) and name == "stores":  # --store repeated, or a TOML list
+            return ",".join(str(item) for item in raw)
         if isinstance(raw, (dict, list)):
             raise ValueError(raw)
         return str(raw)
@@ -289,8 +325,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--config`` and one ``--<name>`` flag per setting (default: unset)."""
     parser.add_argument("--config", help="TOML settings file")
     for f in fields(Settings):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, default=None, help=f.metadata.get("help"))
+        flags = ["--" + f.name.replace("_", "-")]
+        if "flag" in f.metadata:
+            flags.insert(0, f.metadata["flag"])
+        parser.add_argument(*flags, dest=f.name, default=None, help=f.metadata.get("help"),
+                            action="append" if f.metadata.get("repeat") else "store")
 
 
 def load_settings(

@@ -11,9 +11,10 @@ import time
 
 import openslide
 
+from config.errors import TileRouterError
 from config.settings import Settings
 from readers.base import SlideReader
-from readers.local_store import LocalStore
+from readers.mounts import Mounts
 from readers.openslide_reader import OpenSlideReader
 from readers.stored_levels import DecodedTiles
 
@@ -27,7 +28,9 @@ class ReaderFactory:
 
     def __init__(self, settings: Settings, *, render: bool = True) -> None:
         self.settings = settings
-        self.store = LocalStore(settings.slides)
+        self.mounts = Mounts(settings)
+        # slide -> (version it was opened at, time.monotonic() of the last check)
+        self._versions: dict[str, tuple[str | None, float]] = {}
         self._osr_cache = (openslide.OpenSlideCache(settings.openslide_cache_bytes)
                            if render else None)
         self.decoded = (DecodedTiles(settings.decoded_cache_bytes)
@@ -36,7 +39,8 @@ class ReaderFactory:
     def open(self, slide: str) -> SlideReader:
         """An open reader for ``slide``; Forbidden/SlideNotFound/BadSlide as the store and
         the reader report them."""
-        path = self.store.local_path(slide)
+        path, version = self.mounts.local_copy(slide)
+        self._versions[slide] = (version, time.monotonic())
         s = self.settings
         if s.open_latency:  # simulates slow storage so benchmarks price opens realistically
             time.sleep(s.open_latency)
@@ -44,6 +48,28 @@ class ReaderFactory:
                                limit_bounds=s.limit_bounds, cache=self._osr_cache, name=slide,
                                passthrough=s.passthrough, decoded=self.decoded)
 
+    def is_current(self, slide: str) -> bool:
+        """False when ``slide``'s remote object changed (new ETag) since its reader was
+        opened: the reader must be reopened. Checked at most every ``remote_revalidate``
+        seconds; a store that cannot be asked keeps the open (complete) copy serving."""
+        entry = self._versions.get(slide)
+        if entry is None or entry[0] is None:
+            return True  # local stores are always current
+        version, checked = entry
+        now = time.monotonic()
+        if now - checked < self.settings.remote_revalidate:
+            return True
+        try:
+            current = self.mounts.version(slide)
+        except TileRouterError:
+            return True
+        self._versions[slide] = (version, now)
+        return current == version
+
+    def forget(self, slide: str) -> None:
+        """The reader of ``slide`` was closed."""
+        self._versions.pop(slide, None)
+
     def list(self) -> list[dict[str, object]]:
-        """Every slide the store holds, as ``{"path", "name", "size"}``."""
-        return self.store.list()
+        """Every slide the stores hold, as ``{"path", "name", "size"}``."""
+        return self.mounts.list()

@@ -50,9 +50,10 @@ class LocalStore:
     def __init__(self, root: str) -> None:
         self.root = root
 
-    def local_path(self, slide: str) -> str:
-        """The file to open for ``slide``; Forbidden/SlideNotFound as ``resolve_slide_path``."""
-        return resolve_slide_path(self.root, slide)
+    def local_copy(self, slide: str) -> tuple[str, str | None]:
+        """The file to open for ``slide`` (Forbidden/SlideNotFound as
+        ``resolve_slide_path``) and its version: None, a local file is always current."""
+        return resolve_slide_path(self.root, slide), None
 
     def list(self) -> list[dict[str, object]]:
         return list_slides(self.root)

@@ -322,6 +322,9 @@ class Broker:
         if isinstance(cache, dict):
             worker.cache_hits = _int(cache.get("hits"), worker.cache_hits)
             worker.cache_misses = _int(cache.get("misses"), worker.cache_misses)
+        remote = header.get("remote")
+        if isinstance(remote, dict):
+            worker.remote = remote
         decoded = header.get("decoded")
         if isinstance(decoded, dict):
             worker.decoded_hits = _int(decoded.get("hits"), worker.decoded_hits)
@@ -454,6 +457,7 @@ class Broker:
                 "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses},
                 "decoded_cache": {"hits": w.decoded_hits, "misses": w.decoded_misses},
                 "reader_opens": w.reader_opens,
+                **({"remote": w.remote} if w.remote else {}),
                 "busy_seconds": round(busy, 3),
                 "age_seconds": round(now - w.registered, 3),
             })

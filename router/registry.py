@@ -39,6 +39,7 @@ class WorkerState:
     dispatched: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    remote: dict[str, Any] = field(default_factory=dict)  # remote stores' counters, as sent
     decoded_hits: int = 0  # the worker's decoded stored-tile cache (readers/stored_levels)
     decoded_misses: int = 0
     reader_opens: int = 0

@@ -29,7 +29,7 @@ class RequestHandler:
         self.factory = ReaderFactory(settings)
         self.decoded = self.factory.decoded
         self.readers = ReaderCache(self.factory.open, settings.reader_cache_size,
-                                   on_slides_changed)
+                                   on_slides_changed, self.factory.is_current)
         self.tiles = TileCache(settings.tile_cache_bytes)
 
     def handle(self, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:

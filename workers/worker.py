@@ -80,6 +80,9 @@ class Worker:
                     "cache": {"hits": tiles.hits, "misses": tiles.misses}}
         if decoded is not None:
             progress["decoded"] = {"hits": decoded.hits, "misses": decoded.misses}
+        remote = self.handler.factory.mounts.stats()
+        if remote:
+            progress["remote"] = remote
         return progress
 
     # --- socket lifecycle (main thread, holding _sock_lock) -------------------------------

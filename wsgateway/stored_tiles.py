@@ -44,6 +44,8 @@ class StoredTiles:
         self.enabled = (settings.gateway_stored_tiles and settings.passthrough
                         and settings.overlap == 0)
         self._factory = ReaderFactory(settings, render=False) if self.enabled else None
+        if self._factory is not None and not self._factory.mounts.all_local:
+            self.enabled, self._factory = False, None  # remote slides: workers fetch them
         self._readers = _ClosingLRU(max(1, settings.reader_cache_size))
         # slides that could not be opened (missing, unreadable): not retried for a
         # while, and kept apart so that bad names never evict good readers
