@@ -6,12 +6,11 @@ the server under test, the load generator, or something else entirely.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+from .procs import CLK_TCK, all_procs
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,11 @@ def machine_busy_seconds() -> float:
         fields = [int(x) for x in fh.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user/nice
-    return (sum(fields) - idle - guest) / _TICK
+    return (sum(fields) - idle - guest) / CLK_TCK
 
 
 COMPONENTS = {"wsgateway.cli": "gateway", "router.cli": "router", "workers.cli": "workers",
-              "wsgateway.serve": "serve"}
+              "workers.serve": "serve"}
 
 
 def component(pid: str) -> str:
@@ -60,17 +59,9 @@ def component(pid: str) -> str:
 def group_cpu_seconds(pgid: int) -> Counter[str]:
     """utime + stime of every live process in process group ``pgid``, by component."""
     total: Counter[str] = Counter()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:  # exited meanwhile
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()  # fields after "pid (comm)"
-        if int(rest[2]) == pgid:
-            total[component(entry)] += (int(rest[11]) + int(rest[12])) / _TICK
+    for p in all_procs().values():
+        if p.pgrp == pgid:
+            total[component(str(p.pid))] += p.cpu_s
     return total
 
 

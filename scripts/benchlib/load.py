@@ -28,7 +28,7 @@ from urllib.parse import quote
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
-from benchlib.trace import TileRequest
+from .trace import TileRequest
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchlib.cpu import CpuUsage
-from benchlib.load import LoadResult
+from .cpu import CpuUsage
+from .load import LoadResult
 
 # per-worker counter of reader opens (older checkouts: none), in the order we look for it
 OPENS_FIELDS = ("reader_opens", "opens")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from benchlib.metrics import RunSummary
+from .metrics import RunSummary
 
 Column = tuple[str, Callable[[RunSummary], str]]
 
@@ -53,15 +53,20 @@ METRIC_COLUMNS: list[Column] = [
 ]
 
 
+def markdown_lines(header: Sequence[str], rows: Iterable[Sequence[str]],
+                   right_from: int | None = None) -> list[str]:
+    """A markdown table; columns from index ``right_from`` on are right-aligned."""
+    align = ["--:" if right_from is not None and i >= right_from else "---"
+             for i in range(len(header))]
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|",
+            *("| " + " | ".join(cells) + " |" for cells in rows)]
+
+
 def markdown_table(rows: Sequence[RunSummary]) -> str:
     if not rows:
         return "(no runs)"
     label_keys = list(rows[0].label)
     header = label_keys + [name for name, _ in METRIC_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < len(label_keys) else "--:"
-                            for i in range(len(header))) + "|"]
-    for row in rows:
-        cells = [row.label[k] for k in label_keys] + [fn(row) for _, fn in METRIC_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = ([row.label[k] for k in label_keys] + [fn(row) for _, fn in METRIC_COLUMNS]
+             for row in rows)
+    return "\n".join(markdown_lines(header, cells, right_from=len(label_keys)))

@@ -4,17 +4,17 @@ The child runs in its own session (process group), so a Ctrl-C in the terminal r
 only the benchmark, which then stops the server with SIGINT (the server's supervisor
 stops router, workers and gateway) and kills the whole group if that takes too long.
 The child also gets SIGINT if the benchmark process dies outright (PR_SET_PDEATHSIG).
+Its settings come from the command line only: ``TILEROUTER_*`` variables of the
+benchmark's environment are not passed on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +24,14 @@ from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any
 
-from config.settings import Settings
+from config.settings import Settings, parse_cpu_list
+
+from .procs import free_port, spawn, stop_group
 
 log = logging.getLogger(__name__)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_PR_SET_PDEATHSIG = 1
+SERVE_MODULE = "workers.serve"  # ``python -m SERVE_MODULE serve`` = ``tilerouter serve``
 
 
 class ServerError(RuntimeError):
@@ -42,34 +44,32 @@ class ServerOptions:
 
     slides: str
     workers: int
-    policy: str
+    policy: str | None = None
+    worker_cpus: str | None = None
     reader_cache_size: int | None = None
     tile_cache_bytes: int | None = None
     gateway_cache_bytes: int | None = None
     open_latency: float | None = None
-    log_level: str = "WARNING"
+    log_level: str | None = "WARNING"
     extra: tuple[tuple[str, str], ...] = ()  # any other setting: (name, value)
+    args: tuple[str, ...] = ()  # flags passed as they are, after all the others
 
     def flags(self) -> list[str]:
-        pairs = [(f.name, getattr(self, f.name)) for f in fields(self) if f.name != "extra"]
-        return [arg for name, value in [*pairs, *self.extra] if value is not None
-                for arg in ("--" + name.replace("_", "-"), str(value))]
+        pairs = [(f.name, getattr(self, f.name)) for f in fields(self)
+                 if f.name not in ("extra", "args")]
+        return [*(arg for name, value in [*pairs, *self.extra] if value is not None
+                  for arg in ("--" + name.replace("_", "-"), str(value))), *self.args]
+
+    @property
+    def worker_count(self) -> int:
+        """Workers the server starts (as Settings.worker_count: 0 = one per worker CPU)."""
+        cpus = parse_cpu_list(self.worker_cpus or "")
+        return self.workers or len(cpus) or os.cpu_count() or 1
 
 
 def supported_setting(name: str) -> bool:
     """Whether this checkout's Settings has ``name`` (e.g. gateway_cache_bytes)."""
     return name in {f.name for f in fields(Settings)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def get_json(url: str, timeout: float = 10.0) -> Any:
@@ -111,21 +111,19 @@ class ServerProcess:
         return self.proc.pid
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "wsgateway.serve", "serve", "--port", str(self.port),
+        return [sys.executable, "-m", SERVE_MODULE, "serve", "--port", str(self.port),
                 "--stats-port", str(self.stats_port), *self.options.flags()]
 
     def start(self) -> None:
         argv = self.argv()
         log.info("starting: %s", " ".join(argv[1:]))
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TILEROUTER_")}
+        self.proc = spawn(argv, self.log_path, env=env, cwd=REPO)
 
     def wait_ready(self) -> None:
         """Until /healthz answers and every worker has registered with the router."""
         deadline = time.monotonic() + self.ready_timeout
-        want = self.options.workers
+        want = self.options.worker_count
         while time.monotonic() < deadline:
             self._check_alive()
             with contextlib.suppress(OSError, ValueError):
@@ -148,19 +146,8 @@ class ServerProcess:
     def stop(self) -> None:
         """SIGINT, wait, then SIGKILL the whole process group; a second Ctrl-C kills now."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("server pid %d still running %.0fs after SIGINT; killing its group",
-                        proc.pid, self.stop_timeout)
-        except KeyboardInterrupt:
-            log.warning("interrupted while stopping; killing server group %d", proc.pid)
-        finally:
-            _kill_group(proc)
+        if proc is not None:
+            stop_group(proc, signal.SIGINT, self.stop_timeout, "server")
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -170,15 +157,3 @@ class ServerProcess:
         except OSError:
             return ""
 
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL whatever is left in the server's own process group, then reap the server."""
-    try:
-        os.killpg(proc.pid, 0)  # raises if nothing is left in the group
-    except (ProcessLookupError, PermissionError):
-        proc.wait()
-        return
-    if proc.poll() is not None:
-        log.warning("server exited but left processes in group %d; killing them", proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
@@ -38,18 +39,32 @@ class Geometry:
         return max(fitting, default=0)
 
 
-def ensure_slides(cache_dir: str, count: int, width: int, height: int, seed: int) -> SlideSet:
-    """Generate ``count`` demo slides under ``cache_dir`` unless they are already there."""
+def _generate(job: tuple[str, int, int, int]) -> float:
+    path, width, height, seed = job
+    started = time.monotonic()
+    write_demo_slide(path, width, height, seed=seed)
+    return time.monotonic() - started
+
+
+def ensure_slides(cache_dir: str, count: int, width: int, height: int, seed: int,
+                  procs: int = 1) -> SlideSet:
+    """Generate ``count`` demo slides under ``cache_dir`` unless they are already there
+    (``procs`` at a time)."""
     root = os.path.join(cache_dir, f"{width}x{height}-seed{seed}")
     os.makedirs(root, exist_ok=True)
     names = tuple(f"slide-{i:02d}.tiff" for i in range(count))
-    for i, name in enumerate(names):
-        path = os.path.join(root, name)
-        if os.path.exists(path):
-            continue
-        started = time.monotonic()
-        write_demo_slide(path, width, height, seed=seed + i)
-        log.info("generated %s in %.1fs", path, time.monotonic() - started)
+    todo = [(os.path.join(root, name), width, height, seed + i)
+            for i, name in enumerate(names) if not os.path.exists(os.path.join(root, name))]
+    if todo:
+        log.info("generating %d slide(s) %dx%d in %s", len(todo), width, height, root)
+    if len(todo) > 1 and procs > 1:
+        with mp.get_context("spawn").Pool(min(procs, len(todo))) as pool:
+            took = pool.imap(_generate, todo)
+            for (path, *_), seconds in zip(todo, took, strict=True):
+                log.info("generated %s in %.1fs", path, seconds)
+    else:
+        for job in todo:
+            log.info("generated %s in %.1fs", job[0], _generate(job))
     return SlideSet(root, names)
 
 

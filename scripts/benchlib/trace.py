@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from benchlib.slides import Geometry
+from .slides import Geometry
 
 VIEWPORTS = (3, 4)  # viewport edge in tiles, drawn per session
 PAN_STEPS = (-2, -1, 0, 1, 2)  # tiles moved per pan, per axis
