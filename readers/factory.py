@@ -7,6 +7,7 @@ kind of store or reader is added here once and reaches every path.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import openslide
@@ -16,7 +17,13 @@ from config.settings import Settings
 from readers.base import SlideReader
 from readers.mounts import Mounts
 from readers.openslide_reader import OpenSlideReader
+from readers.remote_store import RemoteStore
 from readers.stored_levels import DecodedTiles
+from readers.tiff_layout import MirrorUnsuitable, RemoteTiff
+
+log = logging.getLogger(__name__)
+
+RANGED_SUFFIXES = (".tif", ".tiff", ".svs")  # read by ranges when OpenSlide's vendor allows
 
 
 class ReaderFactory:
@@ -38,15 +45,46 @@ class ReaderFactory:
 
     def open(self, slide: str) -> SlideReader:
         """An open reader for ``slide``; Forbidden/SlideNotFound/BadSlide as the store and
-        the reader report them."""
-        path, version = self.mounts.local_copy(slide)
-        self._versions[slide] = (version, time.monotonic())
+        the reader report them, Unavailable when a remote store cannot be reached.
+
+        A TIFF-family slide in a remote store is read by ranges through a sparse mirror
+        (``readers/tiff_layout.py``); any other remote slide is fetched whole first."""
         s = self.settings
         if s.open_latency:  # simulates slow storage so benchmarks price opens realistically
             time.sleep(s.open_latency)
+        store, rel = self.mounts.resolve(slide)
+        if isinstance(store, RemoteStore) and rel.lower().endswith(RANGED_SUFFIXES):
+            reader = self._open_ranged(store, rel, slide)
+            if reader is not None:
+                return reader
+        path, version = store.local_copy(rel)
+        self._versions[slide] = (version, time.monotonic())
+        return self._reader(path, slide)
+
+    def _open_ranged(self, store: RemoteStore, rel: str, slide: str) -> SlideReader | None:
+        """The slide read through a mirror, or None when it must be fetched whole."""
+        try:
+            remote, version = store.mirror(rel)
+        except (ValueError, OSError, MirrorUnsuitable) as exc:
+            log.info("%s: reading it whole (%s)", slide, type(exc).__name__)
+            return None
+        try:
+            reader = self._reader(remote.path, slide, remote)
+        except MirrorUnsuitable:
+            remote.close()
+            return None
+        except BaseException:
+            remote.close()
+            raise
+        self._versions[slide] = (version, time.monotonic())
+        return reader
+
+    def _reader(self, path: str, slide: str, remote: RemoteTiff | None = None
+                ) -> OpenSlideReader:
+        s = self.settings
         return OpenSlideReader(path, tile_size=s.tile_size, overlap=s.overlap,
                                limit_bounds=s.limit_bounds, cache=self._osr_cache, name=slide,
-                               passthrough=s.passthrough, decoded=self.decoded)
+                               passthrough=s.passthrough, decoded=self.decoded, remote=remote)
 
     def is_current(self, slide: str) -> bool:
         """False when ``slide``'s remote object changed (new ETag) since its reader was

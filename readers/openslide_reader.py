@@ -13,9 +13,10 @@ from config.errors import BadSlide, OutOfRange, SlideNotFound
 from readers.base import READ_ERRORS, RegionRequest, SlideReader
 from readers.encode import encode_image
 from readers.formats import ASSOCIATED_QUALITY
-from readers.passthrough import PassthroughIndex
+from readers.passthrough import VENDORS, PassthroughIndex
 from readers.region import render_region
 from readers.stored_levels import DecodedTiles, StoredLevels
+from readers.tiff_layout import EnsuredReads, MirrorUnsuitable, RemoteTiff
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class OpenSlideReader(SlideReader):
         name: str = "",
         passthrough: bool = True,
         decoded: DecodedTiles | None = None,
+        remote: RemoteTiff | None = None,
     ) -> None:
         self.path = path
         self.name = name or path
@@ -51,8 +53,17 @@ class OpenSlideReader(SlideReader):
             raise BadSlide(f"cannot open {self.name!r} as a slide: {exc}") from None
         if cache is not None and isinstance(self._slide, openslide.OpenSlide):
             self._slide.set_cache(cache)
+        self._remote = remote
+        reads: Any = self._slide  # what pixel reads go through (fetching first if remote)
+        if remote is not None:
+            if (self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR) not in VENDORS
+                    or not remote.bind_levels(list(self._slide.level_dimensions))):
+                self._slide.close()
+                raise MirrorUnsuitable(f"{self.name!r} is not read by tiles alone")
+            reads = EnsuredReads(self._slide, remote, self._slide.level_downsamples)
+        self._reads = reads
         try:
-            self._dz = DeepZoomGenerator(self._slide, tile_size, overlap, limit_bounds)
+            self._dz = DeepZoomGenerator(reads, tile_size, overlap, limit_bounds)
         except _OPEN_ERRORS as exc:
             self._slide.close()
             raise BadSlide(f"cannot tile {self.name!r}: {exc}") from None
@@ -63,9 +74,11 @@ class OpenSlideReader(SlideReader):
             PassthroughIndex.build(path, self._slide, self._dz, tile_size, limit_bounds)
             if passthrough and overlap == 0 else None)
         # stored JPEG tiles decoded by Pillow where a tile is read 1:1 (stored_levels.py)
-        self._stored = (
-            StoredLevels.build(path, self._slide, decoded)
-            if decoded is not None and isinstance(self._slide, openslide.OpenSlide) else None)
+        stored = (StoredLevels.build(path, self._slide, decoded)
+                  if decoded is not None and isinstance(self._slide, openslide.OpenSlide)
+                  else None)
+        self._stored: Any = (EnsuredReads(stored, remote, self._slide.level_downsamples)
+                             if stored is not None and remote is not None else stored)
 
     @property
     def stored_reads(self) -> int:
@@ -107,6 +120,10 @@ class OpenSlideReader(SlideReader):
     def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
         if self._passthrough is None:
             return None
+        if self._remote is not None:
+            location, slide_level, size = self._dz.get_tile_coordinates(level, (col, row))
+            self._remote.ensure_region(slide_level, location, size,
+                                       self._slide.level_downsamples[slide_level])
         return self._passthrough.stored_tile(level, col, row)
 
     def tile(self, level: int, col: int, row: int, fmt: str, quality: int) -> bytes:
@@ -135,12 +152,16 @@ class OpenSlideReader(SlideReader):
 
     def region(self, req: RegionRequest, max_area: int, jpeg_quality: int
                ) -> tuple[bytes, int]:
-        image, level, _ = render_region(self._slide, req, max_area, jpeg_quality, self._stored)
+        image, level, _ = render_region(self._reads, req, max_area, jpeg_quality, self._stored)
         return image, level
 
     def associated(self, name: str, size: int) -> bytes:
         try:
             if name == "thumbnail":
+                if self._remote is not None:  # get_thumbnail reads this level whole
+                    dims = self._slide.dimensions
+                    self._remote.ensure_level(self._slide.get_best_level_for_downsample(
+                        max(dims[0] / size, dims[1] / size)))
                 image = self._slide.get_thumbnail((size, size))
             else:
                 if name not in self._slide.associated_images:
@@ -153,6 +174,8 @@ class OpenSlideReader(SlideReader):
 
     def close(self) -> None:
         self._slide.close()
+        if self._remote is not None:
+            self._remote.close()
         if self._passthrough is not None:
             self._passthrough.close()
         if self._stored is not None:

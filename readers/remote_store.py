@@ -14,13 +14,14 @@ import logging
 import posixpath
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from config.errors import Forbidden, SlideNotFound, TileRouterError, Unavailable
 from readers.fetch_cache import FetchCache
 from readers.slide_ids import is_slide_name, normalize_slide_path
+from readers.tiff_layout import RemoteTiff
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,22 @@ class RemoteStore:
                                 lambda dst: self._call(rel, self.fs.get_file,
                                                        self._object(rel), dst))
         return path, version
+
+    def mirror(self, slide: str) -> tuple[RemoteTiff, str]:
+        """``slide`` (a TIFF) opened through a sparse local mirror filled by ranged reads,
+        and its version. BadSlide-free: any parse failure raises ValueError/OSError, and
+        the caller falls back to ``local_copy``."""
+        rel = normalize_slide_path(slide)
+        info = self._info(rel)
+        obj = self._object(rel)
+
+        def fetch(starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
+            return self._call(rel, self.fs.cat_ranges, [obj] * len(starts), list(starts),
+                              list(ends), on_error="raise")
+
+        suffix = posixpath.splitext(rel)[1].lower()
+        remote = RemoteTiff(int(info["size"]), fetch, self.cache.root, suffix)
+        return remote, _version(info)
 
     def version(self, slide: str) -> str:
         """The current version (ETag, else size and date) of ``slide`` in the store."""
