@@ -47,6 +47,9 @@ class Settings:
         "help": "seconds one remote call may take before it is retried"})
     remote_retries: int = field(default=3, metadata={
         "help": "retries of a failed remote call (with backoff) before 'unavailable'"})
+    remote_mirror_bytes: int = field(default=512 * 1024 ** 2, metadata={
+        "help": "bytes one remote slide read by ranges may hold on local disk before its "
+                "fetched tiles are dropped (per open slide, per worker)"})
     remote_revalidate: float = field(default=30.0, metadata={
         "help": "seconds an open remote slide is trusted before its ETag is checked again"})
     tile_size: int = field(default=254, metadata={"help": "DeepZoom tile size (px)"})
@@ -228,6 +231,7 @@ def _validate(s: Settings) -> None:
     need(s.remote_cache_bytes > 0, "remote_cache_bytes", "must be > 0")
     need(0 < s.remote_timeout <= 600, "remote_timeout", "must be in (0, 600]")
     need(0 <= s.remote_retries <= 10, "remote_retries", "must be 0..10")
+    need(s.remote_mirror_bytes > 0, "remote_mirror_bytes", "must be > 0")
     need(s.remote_revalidate >= 0, "remote_revalidate", "must be >= 0")
     for entry in store_entries(s.stores):
         name, sep, url = entry.partition("=")

@@ -65,7 +65,8 @@ class Mounts:
             self._cache = FetchCache(s.remote_cache_dir, s.remote_cache_bytes)
         s = self._settings
         return RemoteStore(name, url, self._cache, endpoint_url=s.s3_endpoint_url,
-                           timeout=s.remote_timeout, retries=s.remote_retries)
+                           timeout=s.remote_timeout, retries=s.remote_retries,
+                           mirror_bytes=s.remote_mirror_bytes)
 
     def resolve(self, slide: str) -> tuple[SlideStore, str]:
         """The store holding ``slide`` and the id inside it (Forbidden for bad syntax)."""

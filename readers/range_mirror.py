@@ -31,16 +31,21 @@ FetchRanges = Callable[[Sequence[int], Sequence[int]], list[bytes]]
 class RangeMirror:
     """Sparse local file of ``size`` bytes mirroring a remote object."""
 
-    def __init__(self, size: int, fetch: FetchRanges, directory: str, suffix: str = "") -> None:
+    def __init__(self, size: int, fetch: FetchRanges, directory: str, suffix: str = "",
+                 max_bytes: int = 1 << 62) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self._fetch = fetch
         fd, self.path = tempfile.mkstemp(dir=directory, prefix=".mirror-", suffix=suffix)
         os.ftruncate(fd, size)
         self._fd = fd
         self._starts: list[int] = []  # fetched, sorted, disjoint, not touching
         self._ends: list[int] = []
-        self.fetched_bytes = 0
+        self._pinned: list[tuple[int, int]] = []
+        self.held_bytes = 0  # fetched bytes the local file holds now
+        self.fetched_bytes = 0  # every byte ever fetched (with refetches after a reset)
         self.requests = 0
+        self.resets = 0
 
     def missing(self, start: int, end: int) -> list[tuple[int, int]]:
         """Sub-ranges of [start, end) not fetched yet."""
@@ -61,14 +66,13 @@ class RangeMirror:
 
     def ensure(self, ranges: Iterable[tuple[int, int]]) -> None:
         """Fetch whatever of ``ranges`` (start, end) is missing, in one batch."""
-        wanted: list[tuple[int, int]] = []
-        for start, end in ranges:
-            start, end = max(0, start), min(self.size, end)
-            if start < end:
-                wanted += self.missing(start, end)
-        if not wanted:
+        wanted = [(max(0, start), min(self.size, end)) for start, end in ranges]
+        batch = self._batch(wanted)
+        if not batch:
             return
-        batch = _coalesce(sorted(wanted), MAX_GAP)
+        if self.held_bytes + sum(e - s for s, e in batch) > self.max_bytes and self._pinned:
+            self._reset()  # over its budget: keep only what the open needs, then go on
+            batch = self._batch(wanted + self._pinned)
         starts, ends = [s for s, _ in batch], [e for _, e in batch]
         self.requests += 1
         for (start, end), data in zip(batch, self._fetch(starts, ends), strict=True):
@@ -76,7 +80,26 @@ class RangeMirror:
                 raise OSError(f"ranged read returned {len(data)} of {end - start} bytes")
             os.pwrite(self._fd, data, start)
             self._mark(start, end)
+            self.held_bytes += end - start
             self.fetched_bytes += end - start
+
+    def _batch(self, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        missing = [m for start, end in ranges if start < end for m in self.missing(start, end)]
+        return _coalesce(sorted(missing), MAX_GAP)
+
+    def pin(self) -> None:
+        """What is fetched now stays (re-fetched after a reset): the open's own reads."""
+        self._pinned = list(zip(self._starts, self._ends, strict=True))
+
+    def _reset(self) -> None:
+        """Drop every fetched byte (the file becomes all hole again): the bound on a
+        mirror's disk use. Reads after it fetch what they need again."""
+        os.ftruncate(self._fd, 0)
+        os.ftruncate(self._fd, self.size)
+        self._starts, self._ends = [], []
+        self.held_bytes = 0
+        self.resets += 1
+        log.debug("mirror %s over %d bytes: reset", self.path, self.max_bytes)
 
     def _mark(self, start: int, end: int) -> None:
         i = bisect.bisect_left(self._ends, start)

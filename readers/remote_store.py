@@ -35,11 +35,12 @@ class RemoteStore:
     """One remote store: ``s3://bucket/prefix`` or an ``http(s)://`` base URL."""
 
     def __init__(self, name: str, url: str, cache: FetchCache, *, endpoint_url: str = "",
-                 timeout: float = 10.0, retries: int = 3) -> None:
+                 timeout: float = 10.0, retries: int = 3, mirror_bytes: int = 1 << 62) -> None:
         self.name = name or "slides"
         self.url = url
         self.cache = cache
         self.retries = retries
+        self.mirror_bytes = mirror_bytes
         parts = urlsplit(url)
         self.scheme = parts.scheme
         if self.scheme == "s3":
@@ -50,7 +51,9 @@ class RemoteStore:
             self.fs = _http_filesystem(timeout)
         else:
             raise ValueError(f"unsupported store URL scheme {self.scheme!r}")
-        self.round_trips = 0
+        self.round_trips = 0  # remote calls, each one round trip of latency (a batch counts once)
+        self.ranged_requests = 0  # ranged GETs inside those batches
+        self.ranged_bytes = 0
         self.errors = 0
         self.remote_seconds = 0.0
         self._listing: tuple[float, list[dict[str, object]]] | None = None
@@ -79,11 +82,14 @@ class RemoteStore:
         obj = self._object(rel)
 
         def fetch(starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
+            self.ranged_requests += len(starts)
+            self.ranged_bytes += sum(ends) - sum(starts)
             return self._call(rel, self.fs.cat_ranges, [obj] * len(starts), list(starts),
                               list(ends), on_error="raise")
 
         suffix = posixpath.splitext(rel)[1].lower()
-        remote = RemoteTiff(int(info["size"]), fetch, self.cache.root, suffix)
+        remote = RemoteTiff(int(info["size"]), fetch, self.cache.root, suffix,
+                            self.mirror_bytes)
         return remote, _version(info)
 
     def version(self, slide: str) -> str:
@@ -103,7 +109,8 @@ class RemoteStore:
             return slides
 
     def stats(self) -> dict[str, Any]:
-        return {"round_trips": self.round_trips, "errors": self.errors,
+        return {"round_trips": self.round_trips, "ranged_requests": self.ranged_requests,
+                "ranged_bytes": self.ranged_bytes, "errors": self.errors,
                 "remote_seconds": round(self.remote_seconds, 3)}
 
     # --- remote calls --------------------------------------------------------------------

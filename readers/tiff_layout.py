@@ -59,14 +59,16 @@ class PageData:
 class RemoteTiff:
     """A remote TIFF opened through a sparse mirror; ``path`` is what OpenSlide opens."""
 
-    def __init__(self, size: int, fetch: FetchRanges, directory: str, suffix: str) -> None:
-        self.mirror = RangeMirror(size, fetch, directory, suffix)
+    def __init__(self, size: int, fetch: FetchRanges, directory: str, suffix: str,
+                 max_bytes: int = 1 << 62) -> None:
+        self.mirror = RangeMirror(size, fetch, directory, suffix, max_bytes)
         try:
             self.tiled, self.stripped = _parse(self.mirror)
             if not self.tiled:
                 raise ValueError("no tiled directory: not a pyramidal TIFF")
             smallest = min(self.tiled.values(), key=lambda p: p.width * p.height)
             self.mirror.ensure(smallest.ranges() + [r for p in self.stripped for r in p.ranges()])
+            self.mirror.pin()
         except BaseException:
             self.mirror.close()
             raise
