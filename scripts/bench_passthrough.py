@@ -3,8 +3,8 @@
 
 Both readers are OpenSlideReader(tile_size=256, overlap=0) on the same file; one serves
 stored JPEG tiles as-is, the other (passthrough=False) renders them through
-DeepZoomGenerator + Pillow JPEG encoding, as every tile was served before. The tiles are
-interior tiles of the full-resolution level, the ones passthrough serves.
+DeepZoomGenerator + Pillow JPEG encoding, as tiles are served without passthrough. The
+tiles are interior tiles of the full-resolution level, the ones passthrough serves.
 
     .venv/bin/python scripts/bench_passthrough.py [--width 16384 --height 12288 --tiles 200]
 """
