@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import openslide
+import tifffile
 
 from readers.demo_slide import write_demo_slide
 from readers.openslide_reader import OpenSlideReader
@@ -70,17 +71,18 @@ def main() -> None:
                 reader.close()
         fast, _ = _open(path, True)
         slow, _ = _open(path, False)
+        fd = os.open(path, os.O_RDONLY)  # the baseline: the same bytes by a bare pread
         try:
-            dz = fast.deepzoom
-            top = dz.level_count - 1
-            if fast._passthrough is None or top not in fast._passthrough.dz_levels:
+            info = fast.describe()
+            top = info["dz_levels"] - 1
+            if fast.stored_tile(top, 0, 0) is None:
                 sys.exit("no passthrough on this slide's full-resolution level")
-            w, h = dz.level_dimensions[top]
+            w, h = info["dz_dimensions"][top]
             interior = [(top, c, r) for r in range(h // TS) for c in range(w // TS)]
             # tissue tiles: passthrough serves these as-is, background ones too, but the
             # render cost is what tissue costs
-            tissue = [t for t in interior if fast._passthrough.stored_tile(*t) is not None]
-            tissue.sort(key=lambda t: -len(fast._passthrough.stored_tile(*t)))
+            tissue = [t for t in interior if fast.stored_tile(*t) is not None]
+            tissue.sort(key=lambda t: -len(fast.stored_tile(*t)))
             tiles = tissue[: max(args.tiles * 3, args.tiles)]
             random.Random(0).shuffle(tiles)
             tiles = tiles[: args.tiles]
@@ -92,12 +94,14 @@ def main() -> None:
             def render(level: int, col: int, row: int) -> bytes:
                 return slow.tile(level, col, row, "jpeg", q)
 
-            fd = fast._passthrough._fd
-            level = fast._passthrough._levels[top]
+            with tifffile.TiffFile(path) as tif:  # the full-resolution level's tile table
+                page = tif.pages[0]
+                across = -(-page.imagewidth // page.tilewidth)
+                offsets, counts = list(page.dataoffsets), list(page.databytecounts)
 
             def pread(_: int, col: int, row: int) -> bytes:
-                i = row * level.across + col
-                return os.pread(fd, level.counts[i], level.offsets[i])
+                i = row * across + col
+                return os.pread(fd, counts[i], offsets[i])
 
             pt, pt_sizes = _timed(passthrough, tiles, 20)
             raw, _ = _timed(pread, tiles, 20)
@@ -106,6 +110,7 @@ def main() -> None:
         finally:
             fast.close()
             slow.close()
+            os.close(fd)
 
     print(f"{len(tiles)} distinct interior tissue tiles of level {top} ({w}x{h}), "
           f"{TS}px, render quality {q}")
