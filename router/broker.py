@@ -6,6 +6,7 @@ core as zmq.asyncio. Tile bytes are forwarded as the zmq.Frame they arrived in.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import os
@@ -28,9 +29,11 @@ from config.errors import (
 )
 from config.settings import Settings
 from router import protocol
+from router.broker_stats import broker_stats
 from router.curve import secure_server, start_authenticator
 from router.policy import make_policy
 from router.prefetch import Prefetcher
+from router.quarantine import Quarantine
 from router.registry import Registry, Task, WorkerState
 from router.requests import check_relayed
 from router.waiting import WaitQueue
@@ -39,11 +42,18 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # messages drained from one socket before looking at the other
 MAX_CAPACITY = 64
-QUARANTINE_STRIKES = 2  # tasks that each killed two workers before the slide is refused
-QUARANTINE_SECONDS = 300.0
 PREFETCH_DEADLINE = 2.0
 PREFETCH_IDLE = 0.05  # seconds without a client request before workers prefetch
-_GATEWAY_FIELDS = ("rid", "timeout")  # request header fields meant for the router only
+_GATEWAY_FIELDS = ("rid", "timeout")
+
+
+class Removal(enum.Enum):
+    """Why a worker left the registry; a worker that said goodbye crashed nothing."""
+
+    DISCONNECTED = "disconnected"
+    SILENT = "heartbeat expired"
+    UNREACHABLE = "unreachable"
+  # request header fields meant for the router only
 
 
 def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
@@ -70,8 +80,7 @@ class Broker:
         self.policy = make_policy(settings.policy, settings.max_affinity_wait)
         self.prefetcher = Prefetcher() if settings.prefetch else None
         self.counters: Counter[str] = Counter()
-        self.strikes: Counter[str] = Counter()
-        self.quarantined: dict[str, float] = {}
+        self.quarantine = Quarantine()
         self.stop = threading.Event()
         self.started = time.monotonic()
         self.idle_worker_seconds_waiting = 0.0
@@ -206,7 +215,7 @@ class Broker:
                        if k not in _GATEWAY_FIELDS}
             slide = request.get("slide")
             if slide is not None:
-                self._check_quarantine(slide)
+                self.quarantine.check(slide)
         except TileRouterError as exc:
             self._answer_error(msg.identity, rid, exc)
             return
@@ -228,14 +237,6 @@ class Broker:
             self._answer_error(task.gateway, task.rid, Busy("router queue is full"))
         else:
             self.queue.push(task)
-
-    def _check_quarantine(self, slide: str) -> None:
-        until = self.quarantined.get(slide)
-        if until is not None:
-            if time.monotonic() < until:
-                raise Quarantined(f"slide {slide!r} crashed workers repeatedly; refused")
-            del self.quarantined[slide]
-            self.strikes.pop(slide, None)
 
     def _answer_error(self, gateway: bytes | None, rid: Any, exc: TileRouterError) -> None:
         if gateway is None:  # a prefetch: nobody is waiting for it
@@ -266,7 +267,7 @@ class Broker:
                 self.prefetcher.note(worker.identity, task.request)
         self.registry.assign(worker, task, now)
         if not self._send_worker(worker, protocol.REQUEST, task.request):
-            self.remove_worker(worker.identity, "unreachable")
+            self.remove_worker(worker.identity, Removal.UNREACHABLE)
 
     def _send_worker(self, worker: WorkerState, command: bytes, header: dict[str, Any]) -> bool:
         try:
@@ -287,7 +288,7 @@ class Broker:
         identity = msg.identity
         assert identity is not None
         if msg.command == protocol.DISCONNECT:
-            self.remove_worker(identity, "disconnected")
+            self.remove_worker(identity, Removal.DISCONNECTED)
             return
         worker = self.registry.get(identity)
         now = time.monotonic()
@@ -376,49 +377,48 @@ class Broker:
             self.dispatch(worker, Task(tid, None, None, request, request["slide"],
                                        time.monotonic() + PREFETCH_DEADLINE))
 
-    def remove_worker(self, identity: bytes, reason: str) -> None:
+    def remove_worker(self, identity: bytes, reason: Removal) -> None:
         worker = self.registry.remove(identity)
         if worker is None:
             return
         if self.prefetcher is not None:
             self.prefetcher.forget(identity)
-        self.counters["worker_deaths" if reason != "disconnected" else "worker_leaves"] += 1
+        self.counters["worker_leaves" if reason is Removal.DISCONNECTED
+                      else "worker_deaths"] += 1
         log.warning("worker %s removed (%s) with %d in flight",
-                    identity.decode(errors="replace"), reason, len(worker.inflight))
+                    identity.decode(errors="replace"), reason.value, len(worker.inflight))
         tasks = sorted(worker.inflight.values(), key=lambda t: t.tid)
         for i, task in enumerate(tasks):
-            if reason != "disconnected" and i == 0:  # the one it was working on
+            if reason is not Removal.DISCONNECTED and i == 0:  # the one it was working on
                 task.crashes += 1
-                if task.crashes >= 2 and task.slide is not None:
-                    self._strike(task.slide)
+                if task.slide is not None and self.quarantine.crashed(task.slide,
+                                                                      task.crashes):
+                    self._refuse_waiting(task.slide)
             task.worker = None
             if task.answered or task.gateway is None:  # prefetches are not retried
                 continue
             task.attempts += 1
             if task.attempts > self.settings.max_retries:
                 self._answer_error(task.gateway, task.rid,
-                                   WorkerLost(f"worker died handling the request ({reason})"))
+                                   WorkerLost(f"worker died handling the request ({reason.value})"))
             else:
                 self.counters["retries"] += 1
                 self.queue.push(task, front=True)
         for other in list(self.registry.workers.values()):
             self.fill(other)
 
-    def _strike(self, slide: str) -> None:
-        self.strikes[slide] += 1
-        if self.strikes[slide] >= QUARANTINE_STRIKES:
-            self.quarantined[slide] = time.monotonic() + QUARANTINE_SECONDS
-            log.error("slide %r quarantined after crashing workers repeatedly", slide)
-            for task in [t for t in self.queue if t.slide == slide]:
-                self.queue.remove(task)
-                self._answer_error(task.gateway, task.rid, Quarantined(
-                    f"slide {slide!r} crashed workers repeatedly; refused"))
+    def _refuse_waiting(self, slide: str) -> None:
+        """Answer the waiting requests of a slide just quarantined."""
+        for task in [t for t in self.queue if t.slide == slide]:
+            self.queue.remove(task)
+            self._answer_error(task.gateway, task.rid, Quarantined(
+                f"slide {slide!r} crashed workers repeatedly; refused"))
 
     # --- housekeeping ---------------------------------------------------------------------
 
     def purge_workers(self, now: float) -> None:
         for worker in [w for w in self.registry.workers.values() if w.expiry < now]:
-            self.remove_worker(worker.identity, "heartbeat expired")
+            self.remove_worker(worker.identity, Removal.SILENT)
 
     def expire_requests(self, now: float) -> None:
         expired = [t for t in self.queue if t.deadline <= now]
@@ -434,55 +434,12 @@ class Broker:
     def send_heartbeats(self) -> None:
         for worker in list(self.registry.workers.values()):
             if not self._send_worker(worker, protocol.HEARTBEAT, {}):
-                self.remove_worker(worker.identity, "unreachable")
+                self.remove_worker(worker.identity, Removal.UNREACHABLE)
 
-    # --- stats ----------------------------------------------------------------------------
+    # --- internal services -----------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        now = time.monotonic()
-        c = self.counters
-        workers = []
-        for w in self.registry.workers.values():
-            busy = w.busy_seconds + (now - w.busy_since if w.busy_since is not None else 0.0)
-            workers.append({
-                "id": w.identity.decode(errors="replace"),
-                "pid": w.pid,
-                "host": w.host,
-                "state": "idle" if w.idle else ("busy" if not w.has_room else "working"),
-                "inflight": w.load,
-                "capacity": w.capacity,
-                "served": w.served,
-                "dispatched": w.dispatched,
-                "open_slides": sorted(w.reported),
-                "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses},
-                "decoded_cache": {"hits": w.decoded_hits, "misses": w.decoded_misses},
-                "reader_opens": w.reader_opens,
-                **({"remote": w.remote} if w.remote else {}),
-                "busy_seconds": round(busy, 3),
-                "age_seconds": round(now - w.registered, 3),
-            })
-        return {
-            "workers": workers,
-            "routing": {
-                "policy": self.policy.name,
-                "requests": c["requests"],
-                "replies": c["replies"],
-                "errors": c["errors"],
-                "timeouts": c["timeouts"],
-                "waiting": len(self.queue),
-                "affinity_hits": c["affinity_hits"],
-                "affinity_misses": c["affinity_misses"],
-                "retries": c["retries"],
-                "prefetches": c["prefetches"],
-                "busy": c["busy"],
-                "worker_deaths": c["worker_deaths"],
-                "malformed": c["malformed"],
-                "undeliverable": c["undeliverable"],
-                "idle_worker_seconds_waiting": round(self.idle_worker_seconds_waiting, 3),
-                "quarantined": sorted(self.quarantined),
-                "uptime_seconds": round(now - self.started, 3),
-            },
-        }
+        return broker_stats(self)
 
 
 def _int(value: Any, default: int) -> int:
