@@ -50,6 +50,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
 
 from benchlib import cpu
+from benchlib.args import (
+    parse_choices,
+    parse_settings,
+    parse_size,
+    parse_workers,
+    positive_int,
+)
 from benchlib.load import LoadPlan, run_load
 from benchlib.metrics import RunSummary, server_delta, summarize
 from benchlib.report import markdown_table
@@ -63,7 +70,6 @@ from benchlib.server import (
 from benchlib.slides import Geometry, SlideSet, ensure_slides, slide_geometry
 from benchlib.trace import TraceSpec, viewer_trace
 
-from config.errors import ConfigError
 from config.settings import POLICIES, load_settings
 
 log = logging.getLogger("bench")
@@ -115,56 +121,6 @@ class RunConfig:
 
 
 # --- command line ------------------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def csv_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def parse_workers(text: str) -> tuple[int, ...]:
-    """``1,2,N`` -> worker counts; N is this machine's CPU count. Duplicates dropped."""
-    cpus = os.cpu_count() or 1
-    counts = [cpus if part.upper() == "N" else int(part) for part in csv_list(text)]
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"bad worker counts {text!r}")
-    return tuple(dict.fromkeys(counts))
-
-
-def parse_choices(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
-    items = tuple(dict.fromkeys(csv_list(text)))
-    bad = [x for x in items if x not in allowed]
-    if bad or not items:
-        raise argparse.ArgumentTypeError(f"{what} must be from {', '.join(allowed)}: {text!r}")
-    return items
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
-
-
-def parse_settings(items: Sequence[str], parser: argparse.ArgumentParser
-                   ) -> tuple[tuple[str, str], ...]:
-    """``--set name=value`` pairs, checked against this checkout's settings."""
-    pairs = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or not supported_setting(name):
-            parser.error(f"--set {item!r}: expected NAME=VALUE with a known setting name")
-        pairs.append((name, value))
-    try:
-        load_settings(dict(pairs))  # a bad value fails here, naming the setting
-    except ConfigError as exc:
-        parser.error(f"--set: {exc}")
-    return tuple(pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:
