@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -19,17 +18,12 @@ from typing import Any
 from readers.demo_slide import write_demo_slide
 from scripts.benchlib.procs import child_pids, pid_alive
 from scripts.benchlib.system import System, WSClient, wait_for
+from workers.serve import free_port  # noqa: F401 - re-exported for the tests
 
 __all__ = ["REPO", "System", "WSClient", "child_pids", "free_port", "make_slides",
            "pid_alive", "start_serve", "stop_serve", "wait_for"]
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_serve(slide_root: Path, *flags: str, **popen: Any

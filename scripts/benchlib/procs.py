@@ -12,23 +12,17 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+from workers.serve import free_port  # noqa: F401 - the one free-port helper, re-exported
 
 log = logging.getLogger(__name__)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _prctl(option: int, value: int) -> None:
