@@ -6,10 +6,8 @@ core as zmq.asyncio. Tile bytes are forwarded as the zmq.Frame they arrived in.
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -30,12 +28,13 @@ from config.errors import (
 from config.settings import Settings
 from router import protocol
 from router.broker_stats import broker_stats
-from router.curve import secure_server, start_authenticator
+from router.curve import start_authenticator
 from router.policy import make_policy
 from router.prefetch import Prefetcher
 from router.quarantine import Quarantine
-from router.registry import Registry, Task, WorkerState
+from router.registry import Registry, Removal, Task, WorkerState
 from router.requests import check_relayed
+from router.sockets import bind_endpoint, router_socket
 from router.waiting import WaitQueue
 
 log = logging.getLogger(__name__)
@@ -44,24 +43,7 @@ MAX_BATCH = 256  # messages drained from one socket before looking at the other
 MAX_CAPACITY = 64
 PREFETCH_DEADLINE = 2.0
 PREFETCH_IDLE = 0.05  # seconds without a client request before workers prefetch
-_GATEWAY_FIELDS = ("rid", "timeout")
-
-
-class Removal(enum.Enum):
-    """Why a worker left the registry; a worker that said goodbye crashed nothing."""
-
-    DISCONNECTED = "disconnected"
-    SILENT = "heartbeat expired"
-    UNREACHABLE = "unreachable"
-  # request header fields meant for the router only
-
-
-def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
-    """Bind, creating the directory of an ipc:// path; return the bound endpoint."""
-    if endpoint.startswith("ipc://"):
-        os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
-    sock.bind(endpoint)
-    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+_GATEWAY_FIELDS = ("rid", "timeout")  # request header fields meant for the router only
 
 
 class Broker:
@@ -71,8 +53,8 @@ class Broker:
         self.settings = settings
         self.context = context or zmq.Context.instance()
         self.authenticator = start_authenticator(self.context, settings)
-        self.frontend = self._router_socket()
-        self.backend = self._router_socket()
+        self.frontend = router_socket(self.context, settings)
+        self.backend = router_socket(self.context, settings)
         self.frontend_endpoint = bind_endpoint(self.frontend, settings.frontend)
         self.backend_endpoint = bind_endpoint(self.backend, settings.backend)
         self.registry = Registry()
@@ -93,15 +75,6 @@ class Broker:
         # requests the router answers itself, named as Majordomo names its mmi.* services
         self.services: dict[str, Callable[[], dict[str, Any]]] = {
             protocol.SERVICE_STATS: self.stats}
-
-    def _router_socket(self) -> zmq.Socket:
-        sock = self.context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        secure_server(sock, self.settings)
-        return sock
 
     # --- main loop ------------------------------------------------------------------------
 
@@ -313,23 +286,7 @@ class Broker:
 
     def _update_worker(self, worker: WorkerState, header: dict[str, Any], now: float) -> None:
         worker.expiry = now + self.settings.heartbeat_expiry
-        if "pid" in header:
-            worker.pid = _int(header.get("pid"), 0)
-            worker.host = str(header.get("host", ""))[:255]
-            worker.capacity = max(1, min(_int(header.get("capacity"), 1), MAX_CAPACITY))
-        worker.served = _int(header.get("served"), worker.served)
-        worker.reader_opens = _int(header.get("opens"), worker.reader_opens)
-        cache = header.get("cache")
-        if isinstance(cache, dict):
-            worker.cache_hits = _int(cache.get("hits"), worker.cache_hits)
-            worker.cache_misses = _int(cache.get("misses"), worker.cache_misses)
-        remote = header.get("remote")
-        if isinstance(remote, dict):
-            worker.remote = remote
-        decoded = header.get("decoded")
-        if isinstance(decoded, dict):
-            worker.decoded_hits = _int(decoded.get("hits"), worker.decoded_hits)
-            worker.decoded_misses = _int(decoded.get("misses"), worker.decoded_misses)
+        worker.update(header, MAX_CAPACITY)
         slides = header.get("slides")
         if isinstance(slides, list):
             self.registry.set_reported(
@@ -441,6 +398,3 @@ class Broker:
     def stats(self) -> dict[str, Any]:
         return broker_stats(self)
 
-
-def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default

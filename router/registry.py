@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class Removal(enum.Enum):
+    """Why a worker left the registry; a worker that said goodbye crashed nothing."""
+
+    DISCONNECTED = "disconnected"
+    SILENT = "heartbeat expired"
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(eq=False)
@@ -46,6 +55,27 @@ class WorkerState:
     busy_since: float | None = None
     busy_seconds: float = 0.0
     registered: float = field(default_factory=time.monotonic)
+
+    def update(self, header: dict[str, Any], max_capacity: int) -> None:
+        """Take the state a worker reports in REGISTER/HEARTBEAT/REPLY headers
+        (untrusted: wrong types keep the old values)."""
+        if "pid" in header:
+            self.pid = _int(header.get("pid"), 0)
+            self.host = str(header.get("host", ""))[:255]
+            self.capacity = max(1, min(_int(header.get("capacity"), 1), max_capacity))
+        self.served = _int(header.get("served"), self.served)
+        self.reader_opens = _int(header.get("opens"), self.reader_opens)
+        cache = header.get("cache")
+        if isinstance(cache, dict):
+            self.cache_hits = _int(cache.get("hits"), self.cache_hits)
+            self.cache_misses = _int(cache.get("misses"), self.cache_misses)
+        remote = header.get("remote")
+        if isinstance(remote, dict):
+            self.remote = remote
+        decoded = header.get("decoded")
+        if isinstance(decoded, dict):
+            self.decoded_hits = _int(decoded.get("hits"), self.decoded_hits)
+            self.decoded_misses = _int(decoded.get("misses"), self.decoded_misses)
 
     @property
     def load(self) -> int:
@@ -139,3 +169,7 @@ class Registry:
         for slide in new - old:
             self._holders.setdefault(slide, set()).add(worker.identity)
         self._held[worker.identity] = new
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default

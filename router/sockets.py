@@ -1,0 +1,29 @@
+"""The broker's two ROUTER sockets: options, CurveZMQ, and binding (ipc:// too)."""
+
+from __future__ import annotations
+
+import os
+
+import zmq
+
+from config.settings import Settings
+from router.curve import secure_server
+
+
+def router_socket(context: zmq.Context, settings: Settings) -> zmq.Socket:
+    """A ROUTER that fails loudly on unknown peers (ROUTER_MANDATORY) and queues deep."""
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    secure_server(sock, settings)
+    return sock
+
+
+def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
+    """Bind, creating the directory of an ipc:// path; return the bound endpoint."""
+    if endpoint.startswith("ipc://"):
+        os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
+    sock.bind(endpoint)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
