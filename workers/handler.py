@@ -29,7 +29,7 @@ class RequestHandler:
         self.factory = ReaderFactory(settings)
         self.decoded = self.factory.decoded
         self.readers = ReaderCache(self.factory.open, settings.reader_cache_size,
-                                   on_slides_changed, self.factory.is_current)
+                                   on_slides_changed)
         self.tiles = TileCache(settings.tile_cache_bytes)
 
     def handle(self, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
@@ -39,6 +39,10 @@ class RequestHandler:
         if op == "list":
             return {"ok": True, "slides": self.factory.list()}, None
         slide = req["slide"]
+        if not self.factory.is_current(slide):  # replaced in its remote store: forget it all
+            log.info("%s changed in its store: reopening", slide)
+            self.readers.drop(slide)
+            self.tiles.discard_slide(slide)
         try:
             if op == "tile":
                 return self._tile(slide, req)

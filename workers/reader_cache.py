@@ -24,20 +24,15 @@ class _ClosingLRU(LRUCache):
 
 
 class ReaderCache:
-    """Open readers by slide key; ``on_change`` fires whenever the set of open slides changes.
-
-    ``is_current(slide)`` (optional) is asked before an open reader is reused: False (its
-    remote object was replaced) closes it and opens the new version."""
+    """Open readers by slide key; ``on_change`` fires whenever the set of open slides changes."""
 
     def __init__(
         self,
         opener: Callable[[str], SlideReader],
         maxsize: int = 16,
         on_change: Callable[[], None] | None = None,
-        is_current: Callable[[str], bool] | None = None,
     ) -> None:
         self._opener = opener
-        self._is_current = is_current
         self._on_change = on_change or (lambda: None)
         self._lru = _ClosingLRU(maxsize, self._evicted)
         self.opens = 0
@@ -45,10 +40,6 @@ class ReaderCache:
 
     def get(self, slide: str) -> SlideReader:
         reader = self._lru.get(slide)
-        if reader is not None and self._is_current is not None and not self._is_current(slide):
-            log.info("%s changed in its store: reopening", slide)
-            self.drop(slide)
-            reader = None
         if reader is None:
             reader = self._opener(slide)
             self.opens += 1
