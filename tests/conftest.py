@@ -9,6 +9,9 @@ import pytest
 
 from tests.helpers import System, make_slides
 
+# real S3 (moto), nginx and the latency/fault proxy, for any test that names them
+pytest_plugins = ["tests.remote_servers"]
+
 
 @pytest.fixture(scope="session")
 def slide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

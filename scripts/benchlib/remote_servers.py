@@ -15,7 +15,6 @@ moto and boto3 are imported only when an S3 server starts, so nginx alone needs 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .procs import die_with_parent, free_port
+
 NGINX = "/usr/sbin/nginx"
 MANIFEST = "index.json"
 S3_KEY = S3_SECRET = "testing"  # moto accepts any credentials; these never leave the host
@@ -37,15 +38,6 @@ S3_REGION = "us-east-1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 BIND_ATTEMPTS = 5
-_PR_SET_PDEATHSIG = 1
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (another process may take it before we bind
-    it again: callers retry on collision)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def port_open(host: str, port: int) -> bool:
@@ -228,13 +220,6 @@ http {{
 """
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: nginx gets SIGTERM if the thread that started it dies (a killed test
-    run leaves no server behind)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class NginxServer:
     """Debian's nginx serving ``root`` as static files over HTTP/1.1 on 127.0.0.1.
 
@@ -291,7 +276,7 @@ class NginxServer:
             self._proc = subprocess.Popen(
                 [self.nginx, "-p", str(self.tmp), "-c", str(conf), "-e", str(errors)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent)
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
         proc = self._proc
         wait_until(lambda: proc.poll() is not None or port_open(self.host, port),
                    START_TIMEOUT, "nginx to listen")

@@ -17,7 +17,6 @@ import requests
 
 from scripts.benchlib.remote_servers import NginxServer, S3Server, write_manifest
 from scripts.benchlib.tcpproxy import Mode, TcpProxy
-from tests.remote_servers import nginx_factory, proxy_factory, s3_server  # noqa: F401
 
 RTT = 0.02
 TIMEOUT = 5.0
@@ -31,7 +30,7 @@ def _bucket() -> str:
 
 
 def test_s3_put_get_range_list_through_latency_proxy(
-        s3_server: S3Server, proxy_factory: ProxyFactory) -> None:  # noqa: F811
+        s3_server: S3Server, proxy_factory: ProxyFactory) -> None:
     proxy = proxy_factory(s3_server.host, s3_server.port, rtt=RTT)
     c = s3_server.client(proxy.url)
     bucket = _bucket()
@@ -55,7 +54,7 @@ def test_s3_put_get_range_list_through_latency_proxy(
     assert stats.bytes_up > len(data) and stats.bytes_down > len(data)
 
 
-def test_s3_upload_folder_replace_and_delete(s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+def test_s3_upload_folder_replace_and_delete(s3_server: S3Server, tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.svs").write_bytes(b"a" * 1000)
     (tmp_path / "sub" / "b.tiff").write_bytes(b"b" * 300)
@@ -93,8 +92,8 @@ def _range_get(base: str, data: bytes) -> None:
 
 
 def test_nginx_range_direct_and_through_proxy(
-        http_root: tuple[Path, bytes], nginx_factory: NginxFactory,  # noqa: F811
-        proxy_factory: ProxyFactory) -> None:  # noqa: F811
+        http_root: tuple[Path, bytes], nginx_factory: NginxFactory,
+        proxy_factory: ProxyFactory) -> None:
     root, data = http_root
     write_manifest(root)
     nginx = nginx_factory(root)
@@ -112,8 +111,8 @@ def test_nginx_range_direct_and_through_proxy(
 
 
 def test_proxy_reset_mid_transfer_is_a_connection_error(
-        tmp_path: Path, nginx_factory: NginxFactory,  # noqa: F811
-        proxy_factory: ProxyFactory) -> None:  # noqa: F811
+        tmp_path: Path, nginx_factory: NginxFactory,
+        proxy_factory: ProxyFactory) -> None:
     size = 64 << 20  # sparse: more than every buffer between nginx and the client holds
     with open(tmp_path / "big.svs", "wb") as fh:
         fh.truncate(size)
@@ -135,8 +134,8 @@ def test_proxy_reset_mid_transfer_is_a_connection_error(
 
 
 def test_proxy_stall_and_cut_as_seen_by_http(
-        http_root: tuple[Path, bytes], nginx_factory: NginxFactory,  # noqa: F811
-        proxy_factory: ProxyFactory) -> None:  # noqa: F811
+        http_root: tuple[Path, bytes], nginx_factory: NginxFactory,
+        proxy_factory: ProxyFactory) -> None:
     root, data = http_root
     nginx = nginx_factory(root)
     proxy = proxy_factory(nginx.host, nginx.port, rtt=0.0)

@@ -17,7 +17,6 @@ from config.settings import Settings
 from readers.demo_slide import write_demo_slide
 from scripts.benchlib.remote_servers import NginxServer, S3Server, write_manifest
 from scripts.benchlib.tcpproxy import Mode, TcpProxy
-from tests.remote_servers import nginx_factory, proxy_factory, s3_server  # noqa: F401
 from workers.handler import RequestHandler
 
 SECRET = "s3cr3t-never-logged"
@@ -38,7 +37,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def s3_store(s3_server: S3Server, folder: Path, proxy_factory: Callable[..., TcpProxy],  # noqa: F811
+def s3_store(s3_server: S3Server, folder: Path, proxy_factory: Callable[..., TcpProxy],
              monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
              ) -> Iterator[tuple[str, TcpProxy]]:
     """A fresh bucket holding ``folder``, reached through a 5 ms RTT proxy."""
@@ -52,8 +51,8 @@ def s3_store(s3_server: S3Server, folder: Path, proxy_factory: Callable[..., Tcp
 
 
 @pytest.fixture
-def http_store(folder: Path, nginx_factory: Callable[..., NginxServer],  # noqa: F811
-               proxy_factory: Callable[..., TcpProxy]) -> Iterator[tuple[str, TcpProxy]]:  # noqa: F811
+def http_store(folder: Path, nginx_factory: Callable[..., NginxServer],
+               proxy_factory: Callable[..., TcpProxy]) -> Iterator[tuple[str, TcpProxy]]:
     server = nginx_factory(folder)
     proxy = proxy_factory(server.host, server.port, rtt=0.005)
     yield proxy.url + "/", proxy
@@ -156,7 +155,7 @@ def test_a_dead_store_is_unavailable_then_recovers(s3_store: tuple[str, TcpProxy
         handler.close()
 
 
-def test_an_open_slide_replaced_in_the_store_is_reopened(s3_server: S3Server,  # noqa: F811
+def test_an_open_slide_replaced_in_the_store_is_reopened(s3_server: S3Server,
                                                          s3_store: tuple[str, TcpProxy],
                                                          folder: Path, tmp_path: Path) -> None:
     url, proxy = s3_store
