@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LIST_TTL = 30.0  # seconds a store's listing is reused before it is fetched again
-MAX_LISTED = 10000
+MAX_LISTED = 1_000_000  # a listing is cached and paged, so large stores are fine
 BACKOFF = 0.1  # first retry delay; doubles per retry
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from config.errors import BadRequest, UnknownOp
 
 OPS = ("tile", "info", "list", "associated", "region")
+MAX_LIST_PAGE = 10000  # slides in one list reply
 
 
 # the fields each op's handler reads, with their JSON types (after the gateway's check_request)

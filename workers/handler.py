@@ -10,7 +10,7 @@ from config.settings import Settings
 from readers.base import RegionRequest
 from readers.factory import ReaderFactory
 from readers.formats import TILE_FORMATS
-from router.requests import check_relayed
+from router.requests import MAX_LIST_PAGE, check_relayed
 from workers.reader_cache import ReaderCache
 from workers.tile_cache import TileCache
 
@@ -37,7 +37,7 @@ class RequestHandler:
         only the cheap ``check_relayed`` is repeated here, and the store confines ids."""
         op = check_relayed(req)["op"]
         if op == "list":
-            return {"ok": True, "slides": self.factory.list()}, None
+            return self._list(req), None
         slide = req["slide"]
         if not self.factory.is_current(slide):  # replaced in its remote store: forget it all
             log.info("%s changed in its store: reopening", slide)
@@ -55,6 +55,21 @@ class RequestHandler:
             self.readers.drop(slide)
             self.tiles.discard_slide(slide)
             raise
+
+    def _list(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A page of the listing: ``prefix`` (a folder, e.g. a store's name) filters,
+        ``offset``/``limit`` page; ``next`` is the offset of the next page, if any."""
+        slides = self.factory.list()
+        prefix = req.get("prefix")
+        if isinstance(prefix, str):
+            slides = [s for s in slides if str(s["path"]).startswith(prefix)]
+        offset = req.get("offset", 0)
+        limit = req.get("limit", MAX_LIST_PAGE)
+        page = slides[offset:offset + limit]
+        reply: dict[str, Any] = {"ok": True, "slides": page, "total": len(slides)}
+        if offset + limit < len(slides):
+            reply["next"] = offset + limit
+        return reply
 
     def _tile(self, slide: str, req: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         fmt = req.get("format") or self.settings.tile_format

@@ -84,8 +84,16 @@ def _public(header: dict[str, Any]) -> dict[str, Any]:
 
 class SlidesHandler(RelayHandler):
     async def get(self) -> None:
-        reply = await self.relay({"op": "list"})
-        self.write_json({"slides": reply.header.get("slides", [])})
+        request: dict[str, Any] = {"op": "list"}
+        for key in ("offset", "limit"):
+            value = self.get_query_argument(key, None)
+            if value is not None:
+                request[key] = _num(value)
+        prefix = self.get_query_argument("prefix", None)
+        if prefix:
+            request["prefix"] = prefix
+        header = (await self.relay(request)).header
+        self.write_json({k: header[k] for k in ("slides", "total", "next") if k in header})
 
 
 class DziHandler(RelayHandler):

@@ -13,7 +13,7 @@ from typing import Any
 from config.errors import BadRequest, MessageTooLarge, OutOfRange, UnknownOp
 from readers.formats import MAX_REGION_EDGE, REGION_QUALITIES, TILE_FORMATS
 from readers.slide_ids import MAX_SLIDE_ID, normalize_slide_path
-from router.requests import OPS
+from router.requests import MAX_LIST_PAGE, OPS
 
 
 def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
@@ -30,7 +30,13 @@ def check_request(obj: Any, max_associated_size: int = 1024) -> dict[str, Any]:
     if op not in OPS:
         raise UnknownOp(f"unknown op {op[:32]!r}; expected one of {', '.join(OPS)}")
     req: dict[str, Any] = {"op": op}
-    if op == "list":
+    if op == "list":  # optional paging over the stores' (cached) listing
+        if "offset" in obj:
+            req["offset"] = _int(obj, "offset", 0, 1 << 31)
+        if "limit" in obj:
+            req["limit"] = _int(obj, "limit", 1, MAX_LIST_PAGE)
+        if obj.get("prefix") not in (None, ""):
+            req["prefix"] = _string(obj, "prefix", MAX_SLIDE_ID)
         return req
     # canonical, root-confined syntax (Forbidden otherwise); symlinks are the worker's job
     req["slide"] = normalize_slide_path(_string(obj, "slide", MAX_SLIDE_ID))

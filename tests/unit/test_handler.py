@@ -122,3 +122,16 @@ def test_on_slides_changed_callback(unit_root: Path) -> None:
         assert len(calls) == 3 and h.readers.slides() == ["sub/b.tiff"]
     finally:
         h.close()
+
+
+def test_list_pages_and_filters_by_folder(handler: RequestHandler) -> None:
+    whole = handler.handle({"op": "list"})[0]
+    paths = [s["path"] for s in whole["slides"]]
+    assert whole["total"] == len(paths) >= 3 and "next" not in whole
+    first = handler.handle({"op": "list", "offset": 0, "limit": 2})[0]
+    assert [s["path"] for s in first["slides"]] == paths[:2] and first["next"] == 2
+    rest = handler.handle({"op": "list", "offset": 2, "limit": 10000})[0]
+    assert [s["path"] for s in rest["slides"]] == paths[2:] and "next" not in rest
+    folder = paths[-1].rsplit("/", 1)[0] + "/" if "/" in paths[-1] else paths[-1]
+    sub = handler.handle({"op": "list", "prefix": folder})[0]
+    assert sub["slides"] and all(s["path"].startswith(folder) for s in sub["slides"])
