@@ -50,7 +50,7 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05,
 class System:
     """Router + launcher(workers) + gateway as separate real processes."""
 
-    def __init__(self, slides: Path, workers: int = 2, **overrides: Any) -> None:
+    def __init__(self, slides: Path | str, workers: int = 2, **overrides: Any) -> None:
         self.rundir = Path(tempfile.mkdtemp(prefix="trt-", dir="/tmp"))
         defaults: dict[str, Any] = dict(
             slides=str(slides), workers=workers, port=free_port(), stats_port=free_port(),

@@ -16,6 +16,7 @@ import pytest
 from config.settings import Settings
 from readers.demo_slide import write_demo_slide
 from scripts.benchlib.remote_servers import NginxServer, S3Server, write_manifest
+from scripts.benchlib.system import System
 from scripts.benchlib.tcpproxy import Mode, TcpProxy
 from workers.handler import RequestHandler
 
@@ -198,3 +199,40 @@ def test_named_stores_are_folders_of_one_listing(s3_store: tuple[str, TcpProxy],
         assert header["error"]["code"] == "not_found"
     finally:
         handler.close()
+
+
+def test_the_whole_system_serves_a_bucket(s3_store: tuple[str, TcpProxy], folder: Path,
+                                          tmp_path: Path) -> None:
+    """Router, workers and gateway as real processes, slides from S3: the viewer's paths
+    (websocket, DZI, IIIF) give the local file's bytes; /stats shows the remote reads."""
+    url, proxy = s3_store
+    local = RequestHandler(Settings(slides=str(folder)))
+    system = System(url, workers=2, s3_endpoint_url=proxy.url,
+                    remote_cache_dir=str(tmp_path)).start()
+    try:
+        system.wait_ready()
+        ws = system.ws()
+        try:
+            header, data = ws.tile("demo.svs", 10, 1, 1)
+            assert header["ok"] and data == local.handle(
+                {"op": "tile", "slide": "demo.svs", "level": 10, "col": 1, "row": 1})[1]
+        finally:
+            ws.close()
+        status, _, body = system.get("/dz/sub/b.tiff.dzi")
+        assert status == 200 and b'Width="700"' in body
+        status, _, body = system.get("/dz/sub/b.tiff_files/9/0_0.jpeg")
+        assert status == 200 and body == local.handle(
+            {"op": "tile", "slide": "sub/b.tiff", "level": 9, "col": 0, "row": 0})[1]
+        status, _, body = system.get("/iiif/a.tiff/info.json")
+        assert status == 200 and json.loads(body)["width"] == 1500
+        status, _, body = system.get("/iiif/a.tiff/0,0,600,400/300,/0/default.png")
+        assert status == 200 and body == local.handle(
+            {"op": "region", "slide": "a.tiff", "x": 0, "y": 0, "w": 600, "h": 400,
+             "out_w": 300, "out_h": 200, "format": "png", "quality": "default",
+             "rotation": 0, "mirror": False})[1]
+        remote = [w.get("remote", {}).get("slides", {}) for w in system.stats()["workers"]]
+        assert sum(r.get("ranged_requests", 0) for r in remote) > 0
+        assert SECRET not in json.dumps(system.stats()) and SECRET not in system.logs()
+    finally:
+        system.stop()
+        local.close()
