@@ -36,7 +36,7 @@ DISCONNECT = b"\x05"
 COMMANDS = {REQUEST: "REQUEST", REPLY: "REPLY", REGISTER: "REGISTER",
             HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT"}
 
-MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 8 * 1024 * 1024  # a page of the slide list is the largest header
 # REQUEST ops the router answers itself (internal services, as Majordomo's mmi.*)
 SERVICE_STATS = "mmi.stats"
 

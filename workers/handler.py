@@ -16,6 +16,8 @@ from workers.tile_cache import TileCache
 
 log = logging.getLogger(__name__)
 
+LIST_PAGE_BYTES = 4 * 1024 * 1024  # well inside router.protocol.MAX_HEADER_BYTES
+
 
 class RequestHandler:
     """Owns a worker's caches; ``handle`` returns (client header, payload bytes or None).
@@ -64,11 +66,16 @@ class RequestHandler:
         if isinstance(prefix, str):
             slides = [s for s in slides if str(s["path"]).startswith(prefix)]
         offset = req.get("offset", 0)
-        limit = req.get("limit", MAX_LIST_PAGE)
-        page = slides[offset:offset + limit]
+        end = min(len(slides), offset + req.get("limit", MAX_LIST_PAGE))
+        page, size = [], 0
+        for entry in slides[offset:end]:  # and at most LIST_PAGE_BYTES of JSON
+            size += len(str(entry["path"])) + len(str(entry["name"])) + 48
+            if page and size > LIST_PAGE_BYTES:
+                break
+            page.append(entry)
         reply: dict[str, Any] = {"ok": True, "slides": page, "total": len(slides)}
-        if offset + limit < len(slides):
-            reply["next"] = offset + limit
+        if offset + len(page) < len(slides):
+            reply["next"] = offset + len(page)
         return reply
 
     def _tile(self, slide: str, req: dict[str, Any]) -> tuple[dict[str, Any], bytes]:

@@ -1,6 +1,8 @@
 /* Slide info and images over the websocket, cached per slide path. */
 import { PRIO_BACKGROUND, PRIO_CONTROL } from "./ws_client.js";
 
+const MAX_LIST_PAGES = 20;
+
 export class SlideData {
   constructor(client) {
     this.client = client;
@@ -8,8 +10,18 @@ export class SlideData {
     this.thumbCache = new Map();    // path -> Promise<blobURL|null>
   }
 
-  list() {
-    return this.client.call({ op: "list" });
+  /* Every page of the listing (the server pages large stores; ``next`` is the
+     offset of the following page), up to MAX_LIST_PAGES pages. */
+  async list() {
+    const slides = [];
+    let offset = 0;
+    for (let page = 0; page < MAX_LIST_PAGES; page++) {
+      const res = await this.client.call(offset ? { op: "list", offset } : { op: "list" });
+      slides.push(...(res.slides || []));
+      if (typeof res.next !== "number" || res.next <= offset) break;
+      offset = res.next;
+    }
+    return { slides };
   }
 
   info(path, priority = PRIO_CONTROL) {
