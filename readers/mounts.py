@@ -8,6 +8,7 @@ browser only ever names ids: the URL, bucket or host behind a store stays here.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Protocol
 
 from config.errors import SlideNotFound, TileRouterError
@@ -33,6 +34,14 @@ class SlideStore(Protocol):
 
 def is_remote(url: str) -> bool:
     return url.startswith(REMOTE_SCHEMES)
+
+
+def missing_local_roots(settings: Settings) -> list[str]:
+    """The local store folders in ``settings`` that do not exist (a start-up check; remote
+    stores are checked when first read)."""
+    entries = store_entries(settings.stores)
+    urls = [e.partition("=")[2] for e in entries] if entries else [settings.slides]
+    return [u for u in urls if not is_remote(u) and not os.path.isdir(u)]
 
 
 class Mounts:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from config.errors import ConfigError
 from config.logs import setup_logging
 from config.settings import Settings, add_arguments, load_settings
+from readers.mounts import missing_local_roots
 from workers.launcher import (
     Child,
     Supervisor,
@@ -71,8 +72,9 @@ def wait_ready(url: str, timeout: float = 60.0, supervisor: Supervisor | None = 
 
 
 def serve(settings: Settings, open_browser: bool = False) -> int:
-    if not os.path.isdir(settings.slides):
-        log.error("slide directory %r does not exist", settings.slides)
+    missing = missing_local_roots(settings)
+    if missing:
+        log.error("slide directory %r does not exist", missing[0])
         return 2
     if not worker_cpus_usable(settings):
         return 2
@@ -129,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         add_arguments(p)
         p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+        if name == "demo":
+            p.add_argument("--s3", action="store_true",
+                           help="serve the demo slides from a local S3 server (moto)")
     ns = parser.parse_args(argv)
     if ns.command == "keys":
         from router.curve import make_keys
@@ -137,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(f"CURVE keys written to {ns.directory} (clients authorised in "
                          f"{os.path.join(ns.directory, 'authorized')})\n")
         return 0
-    values = {k: v for k, v in vars(ns).items() if k not in ("command", "no_browser")}
+    values = {k: v for k, v in vars(ns).items() if k not in ("command", "no_browser", "s3")}
     if ns.command == "demo" and values.get("slides") is None:
         values["slides"] = DEMO_DIR
     try:
@@ -145,9 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         parser.exit(2, f"tilerouter: error: {exc}\n")
     setup_logging(settings.log_level, "tilerouter")
+    open_browser = ns.command == "demo" and not ns.no_browser
     if ns.command == "demo":
         ensure_demo_slides(settings.slides)
-    return serve(settings, open_browser=ns.command == "demo" and not ns.no_browser)
+    if ns.command == "demo" and ns.s3:
+        from workers.demo_s3 import demo_bucket
+
+        try:
+            with demo_bucket(settings.slides) as (url, endpoint):
+                return serve(settings.replace(slides=url, s3_endpoint_url=endpoint),
+                             open_browser=open_browser)
+        except ConfigError as exc:
+            parser.exit(2, f"tilerouter: error: {exc}\n")
+    return serve(settings, open_browser=open_browser)
 
 
 if __name__ == "__main__":
