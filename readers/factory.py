@@ -65,7 +65,9 @@ class ReaderFactory:
         """The slide read through a mirror, or None when it must be fetched whole."""
         try:
             remote, version = store.mirror(rel)
-        except (ValueError, OSError, MirrorUnsuitable) as exc:
+        except TileRouterError:
+            raise  # not found, unavailable: the same answer a whole fetch would give
+        except Exception as exc:  # not a TIFF tifffile can walk: let OpenSlide judge it
             log.info("%s: reading it whole (%s)", slide, type(exc).__name__)
             return None
         try:
@@ -103,10 +105,6 @@ class ReaderFactory:
             return True
         self._versions[slide] = (version, now)
         return current == version
-
-    def forget(self, slide: str) -> None:
-        """The reader of ``slide`` was closed."""
-        self._versions.pop(slide, None)
 
     def list(self) -> list[dict[str, object]]:
         """Every slide the stores hold, as ``{"path", "name", "size"}``."""

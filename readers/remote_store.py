@@ -84,8 +84,7 @@ class RemoteStore:
         def fetch(starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
             self.ranged_requests += len(starts)
             self.ranged_bytes += sum(ends) - sum(starts)
-            return self._call(rel, self.fs.cat_ranges, [obj] * len(starts), list(starts),
-                              list(ends), on_error="raise")
+            return self._call(rel, self._ranges, obj, list(starts), list(ends))
 
         suffix = posixpath.splitext(rel)[1].lower()
         remote = RemoteTiff(int(info["size"]), fetch, self.cache.root, suffix,
@@ -119,6 +118,14 @@ class RemoteStore:
         if self.scheme == "s3":
             return f"{self.base}/{rel}"
         return f"{self.base}/{quote(rel)}"
+
+    def _ranges(self, obj: str, starts: list[int], ends: list[int]) -> list[bytes]:
+        """One batch of concurrent ranged GETs; a short answer is an error (retried)."""
+        parts = self.fs.cat_ranges([obj] * len(starts), starts, ends, on_error="raise")
+        for start, end, part in zip(starts, ends, parts, strict=True):
+            if len(part) != end - start:
+                raise OSError(f"ranged read returned {len(part)} of {end - start} bytes")
+        return parts
 
     def _info(self, rel: str) -> dict[str, Any]:
         info = self._call(rel, self.fs.info, self._object(rel))
