@@ -12,15 +12,21 @@ tiles share stored tiles (a 254/1 tile touches four).
 Only levels the passthrough rules vouch for are used (vendors, JPEG flavour, colour
 space); a slide with an ICC profile, a sparse tile, a stream this module won't vouch for
 or a decode error returns None and the caller renders through OpenSlide as before (so a
-tile whose bytes are not a JPEG still gets OpenSlide's read error). One difference stays:
-entropy-coded data damaged so that it still parses decodes to wrong pixels here, where
-OpenSlide would report libjpeg's warning as an error; a browser shown the same stored
-tile by passthrough would show the same wrong pixels.
+tile whose bytes are not a JPEG still gets OpenSlide's read error).
+
+Damaged data that still parses: libjpeg only warns about corrupt entropy-coded data
+(premature end of a data segment, bad Huffman codes, extraneous bytes) and decodes
+garbage; OpenSlide turns those warnings into errors, Pillow (and imagecodecs) ignore
+them and offer no way to ask. So before a stored tile is first decoded here, OpenSlide
+decodes it too (a 1x1 ``read_region``), which raises OpenSlide's own error for a damaged
+tile (the reader turns it into bad_slide) and costs about one more decode per stored tile
+per reader; a vetted tile is never vetted again, even after the LRU dropped it.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Hashable
 from typing import Any
@@ -78,11 +84,13 @@ class StoredLevels:
     Holds the file open and reads with ``os.pread``; not thread-safe (a reader's)."""
 
     def __init__(self, fh: Any, levels: dict[int, tuple[StoredLevel, int, int]],
-                 cache: DecodedTiles, downsamples: tuple[float, ...]) -> None:
+                 cache: DecodedTiles, slide: openslide.AbstractSlide) -> None:
         self._fh = fh
         self._fd = fh.fileno()
         self._levels = levels  # level -> (StoredLevel, level width, level height)
-        self._downsamples = downsamples  # OpenSlide's, per level
+        self._slide = slide  # the reader's: vets stored tiles (``_verify``)
+        self._downsamples = tuple(slide.level_downsamples)
+        self._verified: dict[int, bytearray] = {}  # level -> 1 per stored tile vetted
         self._cache = cache
         self._owner = object()  # cache keys of this reader only
         self.rendered = 0  # regions served from stored tiles (tests, stats)
@@ -101,8 +109,7 @@ class StoredLevels:
         if props.get(_ICC_SIZE):  # OpenSlide attaches the profile to what it renders
             return None  # (and reading it here would fail on a profile Pillow can't parse)
         opened = open_indexed(path, lambda fh: _index(fh, slide), "stored-tile rendering")
-        return (cls(opened[0], opened[1], cache, tuple(slide.level_downsamples))
-                if opened is not None else None)
+        return cls(opened[0], opened[1], cache, slide) if opened is not None else None
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]
                     ) -> Image.Image | None:
@@ -149,6 +156,7 @@ class StoredLevels:
         jpeg = standalone_jpeg(data, lv, ts) if len(data) == count else None
         if jpeg is None:
             return None
+        self._verify(level, lv, i)
         try:
             tile = Image.open(io.BytesIO(jpeg), formats=["JPEG"])
             tile.load()
@@ -158,6 +166,21 @@ class StoredLevels:
             return None
         self._cache.put(key, tile)
         return tile
+
+    def _verify(self, level: int, lv: StoredLevel, i: int) -> None:
+        """Have OpenSlide decode stored tile ``i`` (a 1x1 read inside it) unless it already
+        did for this reader: OpenSlideError for data libjpeg warns about (module doc)."""
+        seen = self._verified.setdefault(level, bytearray(len(lv.counts)))
+        if seen[i]:
+            return
+        down = self._downsamples[level]
+        ts = lv.tile_size
+        # ceil: the level-0 point whose level coordinate is the tile's first pixel or
+        # just right of it, never in the tile before
+        x = math.ceil(i % lv.across * ts * down)
+        y = math.ceil(i // lv.across * ts * down)
+        self._slide.read_region((x, y), level, (1, 1))
+        seen[i] = 1
 
     def close(self) -> None:
         self._levels = {}  # never pread a closed (possibly reused) descriptor
