@@ -27,7 +27,7 @@ from config.errors import (
 )
 from config.settings import Settings
 from router import protocol
-from router.broker_stats import broker_stats
+from router.broker_stats import broker_ready, broker_stats
 from router.curve import start_authenticator
 from router.policy import make_policy
 from router.prefetch import Prefetcher
@@ -74,7 +74,7 @@ class Broker:
         self.snapshot: dict[str, Any] = {}
         # requests the router answers itself, named as Majordomo names its mmi.* services
         self.services: dict[str, Callable[[], dict[str, Any]]] = {
-            protocol.SERVICE_STATS: self.stats}
+            protocol.SERVICE_STATS: self.stats, protocol.SERVICE_READY: lambda: broker_ready(self)}
 
     # --- main loop ------------------------------------------------------------------------
 

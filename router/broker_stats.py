@@ -1,4 +1,9 @@
-"""The broker's ``mmi.stats`` answer: a JSON snapshot of workers and routing counters."""
+"""The broker's ``mmi.stats`` and ``mmi.ready`` answers.
+
+``mmi.stats`` is a JSON snapshot of workers and routing counters; the router's stats
+port serves it as ``/stats`` and turns it into Prometheus metrics (``router.metrics``),
+so the latency histograms travel in it too.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +31,12 @@ def broker_stats(broker: Broker) -> dict[str, Any]:
             "served": w.served,
             "dispatched": w.dispatched,
             "open_slides": sorted(w.reported),
-            "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses},
-            "decoded_cache": {"hits": w.decoded_hits, "misses": w.decoded_misses},
+            "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses,
+                           "bytes": w.metrics.tile_cache_bytes},
+            "decoded_cache": {"hits": w.decoded_hits, "misses": w.decoded_misses,
+                              "bytes": w.metrics.decoded_cache_bytes},
             "reader_opens": w.reader_opens,
+            **w.metrics.to_stats(),
             **({"remote": w.remote} if w.remote else {}),
             "busy_seconds": round(busy, 3),
             "age_seconds": round(now - w.registered, 3),
@@ -42,6 +50,8 @@ def broker_stats(broker: Broker) -> dict[str, Any]:
             "errors": c["errors"],
             "timeouts": c["timeouts"],
             "waiting": len(broker.queue),
+            "inflight": broker.inflight_count(),
+            "queue_wait_seconds": broker.registry.queue_wait.to_wire(),
             "affinity_hits": c["affinity_hits"],
             "affinity_misses": c["affinity_misses"],
             "retries": c["retries"],
@@ -52,6 +62,14 @@ def broker_stats(broker: Broker) -> dict[str, Any]:
             "undeliverable": c["undeliverable"],
             "idle_worker_seconds_waiting": round(broker.idle_worker_seconds_waiting, 3),
             "quarantined": broker.quarantine.slides(),
+            "quarantines": broker.quarantine.quarantines,
             "uptime_seconds": round(now - broker.started, 3),
         },
     }
+
+
+def broker_ready(broker: Broker) -> dict[str, Any]:
+    """What ``mmi.ready`` answers: ready when at least one worker is registered (the
+    gateway's ``/readyz`` asks; a router without workers can only queue, then time out)."""
+    workers = len(broker.registry.workers)
+    return {"ready": workers > 0 and not broker.stop.is_set(), "workers": workers}

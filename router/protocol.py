@@ -39,6 +39,7 @@ COMMANDS = {REQUEST: "REQUEST", REPLY: "REPLY", REGISTER: "REGISTER",
 MAX_HEADER_BYTES = 8 * 1024 * 1024  # a page of the slide list is the largest header
 # REQUEST ops the router answers itself (internal services, as Majordomo's mmi.*)
 SERVICE_STATS = "mmi.stats"
+SERVICE_READY = "mmi.ready"  # {"ready": at least one worker registered, "workers": N}
 
 Payload = bytes | zmq.Frame | memoryview
 

@@ -27,6 +27,7 @@ class Quarantine:
         self.seconds = seconds
         self._strikes: Counter[str] = Counter()
         self._until: dict[str, float] = {}
+        self.quarantines = 0  # slides quarantined since start (a counter for /metrics)
 
     def check(self, slide: str) -> None:
         """Quarantined while ``slide`` is refused; a lapsed quarantine starts afresh."""
@@ -47,6 +48,7 @@ class Quarantine:
         if self._strikes[slide] < self.strikes_needed or slide in self._until:
             return False
         self._until[slide] = time.monotonic() + self.seconds
+        self.quarantines += 1
         log.error("slide %r quarantined after crashing workers repeatedly", slide)
         return True
 

@@ -8,6 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.histogram import Histogram
+from router.worker_metrics import WorkerMetrics
+
 
 class Removal(enum.Enum):
     """Why a worker left the registry; a worker that said goodbye crashed nothing."""
@@ -54,6 +57,7 @@ class WorkerState:
     reader_opens: int = 0
     busy_since: float | None = None
     busy_seconds: float = 0.0
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # render latency, cache bytes
     registered: float = field(default_factory=time.monotonic)
 
     def update(self, header: dict[str, Any], max_capacity: int) -> None:
@@ -65,6 +69,8 @@ class WorkerState:
             self.capacity = max(1, min(_int(header.get("capacity"), 1), max_capacity))
         self.served = _int(header.get("served"), self.served)
         self.reader_opens = _int(header.get("opens"), self.reader_opens)
+        if "m" in header:
+            self.metrics.update(header["m"])
         cache = header.get("cache")
         if isinstance(cache, dict):
             self.cache_hits = _int(cache.get("hits"), self.cache_hits)
@@ -101,6 +107,7 @@ class Registry:
         self.workers: dict[bytes, WorkerState] = {}
         self._holders: dict[str, set[bytes]] = {}
         self._held: dict[bytes, set[str]] = {}
+        self.queue_wait = Histogram()  # client requests: arrival to dispatch, seconds
 
     def __len__(self) -> int:
         return len(self.workers)
@@ -136,6 +143,8 @@ class Registry:
         worker.inflight[task.tid] = task
         task.worker = worker.identity
         worker.dispatched += 1
+        if task.gateway is not None:  # a client's request (prefetches wait for nobody)
+            self.queue_wait.observe(now - task.created)
         if task.slide is not None:
             worker.inflight_slides[task.slide] += 1
             if task.slide not in self._held.get(worker.identity, ()):
