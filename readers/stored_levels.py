@@ -68,6 +68,11 @@ class DecodedTiles:
             self.hits += 1
         return image
 
+    @property
+    def bytes(self) -> int:
+        """Bytes held now (for the worker's metrics)."""
+        return int(self._lru.currsize)
+
     def put(self, key: Hashable, image: Image.Image) -> None:
         if image.width * image.height * _BYTES_PER_PIXEL <= self._lru.maxsize:
             self._lru[key] = image

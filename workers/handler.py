@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from config.errors import BadSlide, TileRouterError
+from config.histogram import Histogram
 from config.settings import Settings
 from readers.base import RegionRequest
 from readers.factory import ReaderFactory
@@ -17,6 +19,9 @@ from workers.tile_cache import TileCache
 log = logging.getLogger(__name__)
 
 LIST_PAGE_BYTES = 4 * 1024 * 1024  # well inside router.protocol.MAX_HEADER_BYTES
+# a worker's metrics ride on its REPLY/HEARTBEAT headers at most this often (the router
+# parses every reply header: a histogram on each would cost it for nothing)
+METRICS_EVERY = 0.5
 
 
 class RequestHandler:
@@ -33,6 +38,8 @@ class RequestHandler:
         self.readers = ReaderCache(self.factory.open, settings.reader_cache_size,
                                    on_slides_changed)
         self.tiles = TileCache(settings.tile_cache_bytes)
+        self.render = Histogram()  # seconds per request handled, cache hits included
+        self._metrics_due = 0.0
 
     def handle(self, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         """Answer a request the gateway validated (``router.requests.check_request``);
@@ -124,7 +131,9 @@ class RequestHandler:
         return {"ok": True, "mime": "image/jpeg", "name": req["name"]}, data
 
     def safe_handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-        """``handle`` that turns every failure into an error header (never raises)."""
+        """``handle`` that turns every failure into an error header (never raises), timed
+        into ``render``."""
+        started = time.monotonic()
         try:
             return self.handle(request)
         except TileRouterError as exc:
@@ -132,6 +141,21 @@ class RequestHandler:
         except Exception as exc:  # a bug must cost one request, not the worker
             log.exception("unexpected error handling %r", request)
             return {"ok": False, "error": {"code": "internal", "message": str(exc)}}, None
+        finally:
+            self.render.observe(time.monotonic() - started)
+
+    def metrics_report(self) -> dict[str, Any] | None:
+        """The worker's cumulative metrics for the router (``router.worker_metrics``), or
+        None when one was sent less than METRICS_EVERY seconds ago."""
+        now = time.monotonic()
+        if now < self._metrics_due:
+            return None
+        self._metrics_due = now + METRICS_EVERY
+        report: dict[str, Any] = {"render": self.render.to_wire(),
+                                  "tile_cache_bytes": self.tiles.bytes}
+        if self.decoded is not None:
+            report["decoded_cache_bytes"] = self.decoded.bytes
+        return report
 
     def close(self) -> None:
         self.readers.close()

@@ -83,6 +83,9 @@ class Worker:
         remote = self.handler.factory.mounts.stats()
         if remote:
             progress["remote"] = remote
+        metrics = self.handler.metrics_report()  # throttled: see handler.METRICS_EVERY
+        if metrics is not None:
+            progress["m"] = metrics
         return progress
 
     # --- socket lifecycle (main thread, holding _sock_lock) -------------------------------
