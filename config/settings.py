@@ -160,6 +160,9 @@ class Settings:
         default="", metadata={"help": "OpenSeadragon build dir ('' = ./node_modules)"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+    metrics_dir: str = field(default="", metadata={
+        "help": "folder where gateway processes sharing a port leave their metrics for "
+                "each other's /metrics ('' = this process only; serve makes one)"})
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -86,6 +86,10 @@ def serve(settings: Settings, open_browser: bool = False) -> int:
                                     backend=f"ipc://{rundir}/backend.ipc")
     if settings.port == 0:
         settings = settings.replace(port=free_port(settings.host))
+    metrics_dir = None
+    if not settings.metrics_dir:  # gateways sharing the port sum their metrics through it
+        metrics_dir = tempfile.mkdtemp(prefix="tilerouter-metrics-")
+        settings = settings.replace(metrics_dir=metrics_dir)
     supervisor = Supervisor(system_children(settings))
     supervisor.install_signal_handlers()
     supervisor.start()
@@ -105,6 +109,8 @@ def serve(settings: Settings, open_browser: bool = False) -> int:
         supervisor.stop()
         if rundir:
             shutil.rmtree(rundir, ignore_errors=True)
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -59,6 +59,8 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
             (r"/slides", http.SlidesHandler, g),
             (r"/stats", http.StatsHandler, g),
             (r"/healthz", http.HealthHandler, g),
+            (r"/readyz", http.ReadyHandler, g),
+            (r"/metrics", http.MetricsHandler, g),
             (rf"/info/{slide}", http.InfoHandler, g),
             (rf"/dz/{slide}\.dzi", http.DziHandler, g),
             (r"/assoc/([A-Za-z0-9_.-]+)/(.+)", http.AssociatedHandler, g),

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 
 from config.logs import setup_logging
@@ -17,6 +18,7 @@ from config.settings import Settings, parse_cli
 from wsgateway.app import make_app
 from wsgateway.fast_http import FastTiles
 from wsgateway.gateway import Gateway
+from wsgateway.metrics import FLUSH_EVERY
 from wsgateway.relay import RouterClient
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     await client.start()
     gateway = Gateway(settings, client)
     app = make_app(gateway)
+    # this process' metrics, for whichever sibling on the port answers /metrics
+    flusher = tornado.ioloop.PeriodicCallback(gateway.exporter.flush, FLUSH_EVERY * 1000)
+    if settings.metrics_dir:
+        flusher.start()
     # several gateway processes may share one port (SO_REUSEPORT): the kernel spreads
     # connections across them, so HTTP/websocket handling uses more than one core
     sockets = tornado.netutil.bind_sockets(settings.port, settings.host,
@@ -65,6 +71,8 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
         while (gateway.relaying or client.pending) and loop_time() < deadline:
             await asyncio.sleep(0.02)
         gateway.stored.close()
+        flusher.stop()
+        gateway.exporter.flush()  # the totals outlive the process (README "Metrics")
         await client.close()  # anything still waiting on the router: 'unavailable'
         # requests a client sent before it read the notice are still answered: close only
         # once no websocket message has arrived for DRAIN_QUIET seconds

@@ -108,6 +108,7 @@ class _Dispatch(httputil.HTTPMessageDelegate):
             grant = _authenticate(gateway, query, headers)
             request = gateway.accept(_tile_request(match), grant)
         except TileRouterError as exc:
+            gateway.reject(exc)
             self._error(exc)
             return
         reply = gateway.answer_now(request)  # stored or hot: answered without a task

@@ -1,4 +1,4 @@
-"""HTTP endpoints: slide list, DZI, info, associated images, stats, health.
+"""HTTP endpoints: slide list, DZI, info, associated images, stats, health, metrics.
 
 Every one goes through the same router and workers as the websocket. DeepZoom tile
 GETs have one path of their own in front of the application (``fast_http.py``).
@@ -13,8 +13,9 @@ from xml.sax.saxutils import quoteattr
 from tornado.web import HTTPError, RequestHandler
 
 from config.errors import BadRequest, TileRouterError, error_from_wire
-from router.protocol import SERVICE_STATS, payload_bytes
+from router.protocol import SERVICE_READY, SERVICE_STATS, payload_bytes
 from wsgateway.auth import COOKIE, OPEN, Grant
+from wsgateway.metrics import CONTENT_TYPE
 from wsgateway.relay import Reply
 from wsgateway.wire import http_error_body, http_status
 
@@ -49,8 +50,12 @@ class RelayHandler(RequestHandler):
 
     async def relay(self, request: dict[str, Any]) -> Reply:
         try:
-            reply = await self.gateway.request(self.gateway.accept(request, self.grant),
-                                               self.grant)
+            accepted = self.gateway.accept(request, self.grant)
+        except TileRouterError as exc:
+            self.gateway.reject(exc)
+            raise ApiError(exc) from None
+        try:
+            reply = await self.gateway.request(accepted, self.grant)
         except TileRouterError as exc:
             raise ApiError(exc) from None
         if not reply.header.get("ok"):
@@ -127,7 +132,7 @@ class InfoHandler(RelayHandler):
 class StatsHandler(RelayHandler):
     async def get(self) -> None:
         try:
-            reply = await self.gateway.request({"op": SERVICE_STATS})
+            reply = await self.gateway.client.request({"op": SERVICE_STATS})
         except TileRouterError as exc:
             raise ApiError(exc) from None
         stats = _public(reply.header)
@@ -143,6 +148,38 @@ class HealthHandler(RelayHandler):
         self.write_json({"ok": True, "router_available": self.gateway.client.available})
 
 
+READY_TIMEOUT = 2.0  # seconds /readyz waits for the router's answer
+
+
+class ReadyHandler(RelayHandler):
+    """``/readyz``: 200 when a router answers and has at least one worker, else 503.
+    (``/healthz`` says the process is alive; this says it can serve a tile.)"""
+
+    def prepare(self) -> None:  # probes need no token
+        pass
+
+    async def get(self) -> None:
+        try:
+            reply = await self.gateway.client.request({"op": SERVICE_READY},
+                                                      timeout=READY_TIMEOUT)
+            body = {"ready": bool(reply.header.get("ready")),
+                    "workers": reply.header.get("workers", 0)}
+        except TileRouterError as exc:
+            body = {"ready": False, "workers": 0, "error": exc.to_wire()}
+        self.set_status(200 if body["ready"] else 503)
+        self.write_json(body)
+
+
+class MetricsHandler(RelayHandler):
+    """``/metrics`` in the Prometheus text format (``wsgateway.metrics``); behind the
+    same authentication as every route but the probes."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(self.gateway.exporter.render())
+
+
 def authenticate(handler: RequestHandler, gateway: Gateway) -> Grant:
     """The caller's grant from header, query or cookie; 401 JSON error when refused."""
     try:
@@ -150,6 +187,7 @@ def authenticate(handler: RequestHandler, gateway: Gateway) -> Grant:
                                       handler.get_query_argument("token", None),
                                       handler.get_cookie(COOKIE))
     except TileRouterError as exc:
+        gateway.reject(exc)
         raise ApiError(exc) from None
 
 

@@ -105,6 +105,7 @@ class TileSocketHandler(WebSocketHandler):
                 raise Busy("replies are waiting for this connection to read them")
         except TileRouterError as exc:
             self.gateway.counters["rejected"] += 1
+            self.gateway.reject(exc)
             self._send_now(error_body(rid, exc.code, exc.message))
             return
         reply = self.gateway.answer_now(request)
