@@ -52,6 +52,14 @@ class Settings:
                 "fetched tiles are dropped (per open slide, per worker)"})
     remote_revalidate: float = field(default=30.0, metadata={
         "help": "seconds an open remote slide is trusted before its ETag is checked again"})
+    dicomweb_token: str = field(default="", metadata={
+        "help": "bearer token tilerouter sends to DICOMweb stores (a PACS); never logged"})
+    dicomweb_user: str = field(default="", metadata={
+        "help": "user for HTTP basic auth at DICOMweb stores (when no token is set)"})
+    dicomweb_password: str = field(default="", metadata={
+        "help": "password for dicomweb_user; never logged"})
+    dicomweb_frame_cache_bytes: int = field(default=128 * 1024 ** 2, metadata={
+        "help": "encoded DICOM frames fetched from DICOMweb stores kept per worker (LRU)"})
     tile_size: int = field(default=254, metadata={"help": "DeepZoom tile size (px)"})
     overlap: int = field(default=1, metadata={"help": "DeepZoom tile overlap (px)"})
     limit_bounds: bool = field(default=True, metadata={"help": "DeepZoom limit_bounds"})
@@ -236,6 +244,7 @@ def _validate(s: Settings) -> None:
     need(0 <= s.remote_retries <= 10, "remote_retries", "must be 0..10")
     need(s.remote_mirror_bytes > 0, "remote_mirror_bytes", "must be > 0")
     need(s.remote_revalidate >= 0, "remote_revalidate", "must be >= 0")
+    need(s.dicomweb_frame_cache_bytes >= 0, "dicomweb_frame_cache_bytes", "must be >= 0")
     for entry in store_entries(s.stores):
         name, sep, url = entry.partition("=")
         need(bool(sep) and _STORE_NAME.fullmatch(name) is not None and bool(url), "stores",

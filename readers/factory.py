@@ -15,6 +15,8 @@ import openslide
 from config.errors import TileRouterError
 from config.settings import Settings
 from readers.base import SlideReader
+from readers.dicom_reader import DicomReader
+from readers.dicomweb_store import DicomWebStore
 from readers.mounts import Mounts
 from readers.openslide_reader import OpenSlideReader
 from readers.remote_store import RemoteStore
@@ -53,6 +55,11 @@ class ReaderFactory:
         if s.open_latency:  # simulates slow storage so benchmarks price opens realistically
             time.sleep(s.open_latency)
         store, rel = self.mounts.resolve(slide)
+        if isinstance(store, DicomWebStore):  # a WSI series in a PACS (dicom_reader.py)
+            wsi, attrs = store.open(rel)
+            return DicomReader(wsi, attrs, name=slide, tile_size=s.tile_size,
+                               overlap=s.overlap, limit_bounds=s.limit_bounds,
+                               passthrough=s.passthrough, decoded=self.decoded)
         if isinstance(store, RemoteStore) and rel.lower().endswith(RANGED_SUFFIXES):
             reader = self._open_ranged(store, rel, slide)
             if reader is not None:

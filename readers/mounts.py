@@ -13,14 +13,16 @@ from typing import Any, Protocol
 
 from config.errors import SlideNotFound, TileRouterError
 from config.settings import Settings, store_entries
+from readers.dicomweb_store import DicomWebStore, is_dicomweb
 from readers.fetch_cache import FetchCache
+from readers.frame_cache import FrameCache
 from readers.local_store import LocalStore
 from readers.remote_store import RemoteStore
 from readers.slide_ids import normalize_slide_path
 
 log = logging.getLogger(__name__)
 
-REMOTE_SCHEMES = ("s3://", "http://", "https://")
+REMOTE_SCHEMES = ("s3://", "http://", "https://", "dicomweb+http://", "dicomweb+https://")
 
 
 class SlideStore(Protocol):
@@ -49,10 +51,11 @@ class Mounts:
 
     def __init__(self, settings: Settings) -> None:
         self._cache: FetchCache | None = None
+        self.frames = FrameCache(settings.dicomweb_frame_cache_bytes)  # DICOMweb stores'
         self._settings = settings
         entries = store_entries(settings.stores)
-        self.named: dict[str, SlideStore] = {}
-        self.unnamed: SlideStore | None = None
+        self.named: dict[str, SlideStore | DicomWebStore] = {}
+        self.unnamed: SlideStore | DicomWebStore | None = None
         if entries:
             for entry in entries:
                 name, _, url = entry.partition("=")
@@ -66,9 +69,14 @@ class Mounts:
         stores = [self.unnamed] if self.unnamed is not None else list(self.named.values())
         return all(isinstance(s, LocalStore) for s in stores)
 
-    def _store(self, name: str, url: str) -> SlideStore:
+    def _store(self, name: str, url: str) -> SlideStore | DicomWebStore:
         if not is_remote(url):
             return LocalStore(url)
+        if is_dicomweb(url):
+            s = self._settings
+            return DicomWebStore(name, url, token=s.dicomweb_token, user=s.dicomweb_user,
+                                 password=s.dicomweb_password, timeout=s.remote_timeout,
+                                 retries=s.remote_retries, frames=self.frames)
         if self._cache is None:
             s = self._settings
             self._cache = FetchCache(s.remote_cache_dir, s.remote_cache_bytes)
@@ -77,7 +85,7 @@ class Mounts:
                            timeout=s.remote_timeout, retries=s.remote_retries,
                            mirror_bytes=s.remote_mirror_bytes)
 
-    def resolve(self, slide: str) -> tuple[SlideStore, str]:
+    def resolve(self, slide: str) -> tuple[SlideStore | DicomWebStore, str]:
         """The store holding ``slide`` and the id inside it (Forbidden for bad syntax)."""
         rel = normalize_slide_path(slide)
         if self.unnamed is not None:
@@ -90,6 +98,8 @@ class Mounts:
 
     def local_copy(self, slide: str) -> tuple[str, str | None]:
         store, rel = self.resolve(slide)
+        if isinstance(store, DicomWebStore):
+            raise SlideNotFound(f"{slide!r} is read over DICOMweb, not as a file")
         return store.local_copy(rel)
 
     def version(self, slide: str) -> str | None:
@@ -117,7 +127,7 @@ class Mounts:
         out: dict[str, Any] = {}
         stores = {"": self.unnamed} if self.unnamed is not None else self.named
         for name, store in stores.items():
-            if isinstance(store, RemoteStore):
+            if isinstance(store, RemoteStore | DicomWebStore):
                 out[name or "slides"] = store.stats()
         if self._cache is not None:
             out["fetch_cache"] = {"hits": self._cache.hits, "fetches": self._cache.fetches,

@@ -1,0 +1,368 @@
+"""A DICOM whole-slide image read over DICOMweb (wsidicom), served like any other slide.
+
+DeepZoom tiles and IIIF regions must be what ``DeepZoomGenerator`` makes of OpenSlide
+reading the same DICOM files, so the arithmetic is OpenSlide's own: ``DicomSlide`` offers
+OpenSlide's ``AbstractSlide`` API (levels, downsamples computed as OpenSlide computes
+them, ``read_region`` giving RGBA with transparent pixels outside the level), and the
+stock ``DeepZoomGenerator`` and ``readers/region.py`` run over it. Pixels come from the
+series' stored frames: fetched by wsidicom over WADO-RS (in one request per read, through
+the worker's frame cache), decoded with Pillow for baseline JPEG (libjpeg-turbo at its
+defaults, as OpenSlide) and with wsidicom's codecs otherwise, kept decoded in the worker's
+``DecodedTiles`` LRU, pasted. Where a DeepZoom tile *is* a stored JPEG frame (tile size
+equal to the frame size, overlap 0, a level read 1:1, the frame wholly inside it) the
+frame's bytes are served as they are, as ``readers/passthrough.py`` does for TIFF.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import imagecodecs
+import openslide
+import wsidicom.config
+from openslide.deepzoom import DeepZoomGenerator
+from PIL import Image
+from wsidicom import WsiDicom
+from wsidicom.geometry import Point
+
+from config.errors import BadSlide, OutOfRange, SlideNotFound, TileRouterError
+from readers.base import READ_ERRORS, RegionRequest, SlideReader
+from readers.encode import encode_image
+from readers.formats import ASSOCIATED_QUALITY
+from readers.region import render_region
+from readers.stored_levels import DecodedTiles
+
+# wsidicom keeps 100 MB of encoded and of decoded frames per open slide; a worker holds
+# up to ``reader_cache_size`` slides, so its own bounded caches (frame_cache.py,
+# DecodedTiles) replace them. 1 byte, not 0: wsidicom 0.31's cache yields nothing at 0.
+wsidicom.config.settings.encoded_frame_cache_size = 1
+wsidicom.config.settings.decoded_frame_cache_size = 1
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+_APP0, _APP14, _SOS = 0xE0, 0xEE, 0xDA
+_SOFS = frozenset({0xC0, 0xC1, 0xC2})  # Huffman baseline/extended/progressive
+_RGB_IDS = (0x52, 0x47, 0x42)
+
+
+class _Associated(Mapping[str, Image.Image]):
+    """Label, macro (DICOM OVERVIEW) and thumbnail, read from the PACS when first asked."""
+
+    def __init__(self, wsi: WsiDicom) -> None:
+        self._wsi = wsi
+        self._names = [n for n, present in (
+            ("label", wsi.labels), ("macro", wsi.overviews),
+            ("thumbnail", wsi.pyramid.thumbnails)) if present]
+
+    def __getitem__(self, name: str) -> Image.Image:
+        if name not in self._names:
+            raise KeyError(name)
+        if name == "label":
+            return self._wsi.read_label().convert("RGBA")
+        if name == "macro":
+            return self._wsi.read_overview().convert("RGBA")
+        return self._wsi.read_thumbnail((1024, 1024)).convert("RGBA")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class DicomSlide(openslide.AbstractSlide):
+    """OpenSlide's slide API over one wsidicom pyramid, so OpenSlide's DeepZoom arithmetic
+    runs unchanged on DICOMweb frames."""
+
+    def __init__(self, wsi: WsiDicom, properties: dict[str, str],
+                 decoded: DecodedTiles | None = None) -> None:
+        super().__init__()
+        self._wsi = wsi
+        self._levels = list(wsi.levels)
+        self._dims = tuple((lv.size.width, lv.size.height) for lv in self._levels)
+        w0, h0 = self._dims[0]
+        # as openslide.c does when a vendor gives none: the mean of the two axes' ratios
+        self._downsamples = tuple((w0 / w + h0 / h) / 2 for w, h in self._dims)
+        self._properties = properties
+        self._associated = _Associated(wsi)
+        self._decoded = decoded
+        self._owner = object()  # this slide's keys in the shared DecodedTiles
+
+    @classmethod
+    def detect_format(cls, filename: Any) -> str | None:
+        return None  # never opened from a file name
+
+    def close(self) -> None:
+        if self._decoded is not None:
+            self._decoded.discard(self._owner)
+        self._wsi.close()
+
+    @property
+    def level_count(self) -> int:
+        return len(self._levels)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._dims
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self._downsamples
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self._properties
+
+    @property
+    def associated_images(self) -> Mapping[str, Image.Image]:
+        return self._associated
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        """openslide_get_best_level_for_downsample: the last level not finer than asked."""
+        if downsample < self._downsamples[0]:
+            return 0
+        for i in range(1, len(self._downsamples)):
+            if downsample < self._downsamples[i]:
+                return i - 1
+        return len(self._downsamples) - 1
+
+    def tile_size(self, level: int) -> tuple[int, int]:
+        ts = self._levels[level].tile_size
+        return ts.width, ts.height
+
+    def frame(self, level: int, col: int, row: int) -> tuple[bytes, str, str] | None:
+        """The stored frame at tile (col, row) of ``level`` with its transfer syntax and
+        photometric interpretation; None where a sparse series stores none."""
+        data = self._levels[level].default_instance.image_data
+        frame = next(data.get_encoded_tiles([Point(col, row)], data.default_z,
+                                            data.default_path))
+        if frame is data.blank_encoded_tile:
+            return None
+        return bytes(frame), str(data.transfer_syntax), str(data.photometric_interpretation)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]
+                    ) -> Image.Image:
+        """RGBA pixels of ``level`` at level-0 ``location``; transparent outside the level
+        (as OpenSlide). Level coordinates are rounded to whole pixels: exact for every
+        read DeepZoomGenerator and region.py make on power-of-two pyramids."""
+        w, h = size
+        if w < 0 or h < 0:
+            raise openslide.OpenSlideError(f"negative width ({w}) or height ({h})")
+        ds = self._downsamples[level]
+        lx, ly = round(location[0] / ds), round(location[1] / ds)
+        out = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        lw, lh = self._dims[level]
+        x0, y0, x1, y1 = max(lx, 0), max(ly, 0), min(lx + w, lw), min(ly + h, lh)
+        if x0 >= x1 or y0 >= y1:
+            return out
+        tw, th = self.tile_size(level)
+        points = [Point(c, r) for r in range(y0 // th, (y1 - 1) // th + 1)
+                  for c in range(x0 // tw, (x1 - 1) // tw + 1)]
+        for p, tile in zip(points, self._tiles(level, points), strict=True):
+            if tile is None:
+                continue  # not stored (sparse): transparent, as OpenSlide leaves it
+            tx, ty = p.x * tw, p.y * th
+            box = (max(x0, tx) - tx, max(y0, ty) - ty, min(x1, tx + tw) - tx,
+                   min(y1, ty + th) - ty)
+            out.paste(tile.crop(box), (tx + box[0] - lx, ty + box[1] - ly))
+        return out
+
+    def _tiles(self, level: int, points: list[Point]) -> list[Image.Image | None]:
+        """Decoded frames at ``points`` (from the decoded cache, the rest fetched in one
+        batch and decoded)."""
+        keys = [(self._owner, level, p.x, p.y) for p in points]
+        cache = self._decoded
+        found: list[Image.Image | None] = [cache.get(k) if cache is not None else None
+                                           for k in keys]
+        missing = [i for i, im in enumerate(found) if im is None]
+        if not missing:
+            return found
+        data = self._levels[level].default_instance.image_data
+        frames = data.get_encoded_tiles([points[i] for i in missing], data.default_z,
+                                        data.default_path)
+        syntax, photometric = str(data.transfer_syntax), str(data.photometric_interpretation)
+        for i, frame in zip(missing, frames, strict=True):
+            if frame is data.blank_encoded_tile:
+                continue
+            image = decode_frame(bytes(frame), syntax, photometric, data.decoder)
+            found[i] = image
+            if cache is not None:
+                cache.put(keys[i], image)
+        return found
+
+
+def decode_frame(frame: bytes, syntax: str, photometric: str, decoder: Any) -> Image.Image:
+    """RGB (or L) pixels of one frame, decoded as OpenSlide decodes it."""
+    if syntax == JPEG_BASELINE:
+        if photometric == "RGB":  # OpenSlide decodes as the header says, whatever markers
+            return Image.fromarray(imagecodecs.jpeg8_decode(frame, colorspace="RGB",
+                                                            outcolorspace="RGB"))
+        image = Image.open(io.BytesIO(frame))
+        image.load()
+    else:
+        image = decoder.decode(frame)
+    return image if image.mode in ("RGB", "L") else image.convert("RGB")
+
+
+def standalone_ycbcr(frame: bytes) -> bool:
+    """True when a decoder given only ``frame`` (a browser) reads it as OpenSlide does
+    for a YBR photometric: baseline/progressive Huffman JPEG that libjpeg's rules read as
+    YCbCr, with no ICC/EXIF segment. Anything else is rendered, never passed through."""
+    if frame[:2] != b"\xff\xd8":
+        return False
+    i, jfif, adobe_rgb, ids = 2, False, False, ()
+    while i + 4 <= len(frame) and frame[i] == 0xFF:  # bounded: i grows every pass
+        marker = frame[i + 1]
+        length = int.from_bytes(frame[i + 2:i + 4], "big")
+        seg = frame[i + 4:i + 2 + length]
+        if marker == _APP0 and seg.startswith(b"JFIF\0"):
+            jfif = True
+        elif marker == _APP14 and seg.startswith(b"Adobe") and len(seg) >= 12:
+            adobe_rgb = seg[11] == 0
+        elif marker in (0xE1, 0xE2):
+            return False
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if marker not in _SOFS or len(seg) < 6 + 3 * 3 or seg[5] != 3:
+                return False
+            ids = (seg[6], seg[9], seg[12])
+        elif marker == _SOS:
+            return bool(ids) and not adobe_rgb and (jfif or ids != _RGB_IDS)
+        i += 2 + length
+    return False
+
+
+class DicomReader(SlideReader):
+    """One WSI series from a DICOMweb store, as a ``SlideReader``."""
+
+    def __init__(self, wsi: WsiDicom, attrs: dict[str, str], *, name: str,
+                 tile_size: int = 254, overlap: int = 1, limit_bounds: bool = True,
+                 passthrough: bool = True, decoded: DecodedTiles | None = None) -> None:
+        self.name = name
+        try:
+            self._slide = DicomSlide(wsi, _properties(wsi, attrs), decoded)
+            self._dz = DeepZoomGenerator(self._slide, tile_size, overlap, limit_bounds)
+        except TileRouterError:
+            wsi.close()
+            raise
+        except Exception as exc:  # metadata wsidicom parsed but we cannot tile
+            wsi.close()
+            raise BadSlide(f"cannot tile {name!r}: {type(exc).__name__}") from None
+        self.tile_size = tile_size
+        self.overlap = overlap
+        self._passthrough = passthrough and overlap == 0
+
+    def describe(self) -> dict[str, Any]:
+        props = dict(self._slide.properties)
+        dz_dims = [list(d) for d in self._dz.level_dimensions]
+        width, height = dz_dims[-1]
+        return {
+            "slide": self.name, "width": width, "height": height,
+            "tile_size": self.tile_size, "overlap": self.overlap,
+            "dz_levels": self._dz.level_count, "dz_dimensions": dz_dims,
+            "dz_tiles": [list(t) for t in self._dz.level_tiles],
+            "level_dimensions": [list(d) for d in self._slide.level_dimensions],
+            "level_downsamples": list(self._slide.level_downsamples),
+            "vendor": "dicom",
+            "mpp_x": _float(props.get(openslide.PROPERTY_NAME_MPP_X)),
+            "mpp_y": _float(props.get(openslide.PROPERTY_NAME_MPP_Y)),
+            "objective_power": props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER),
+            "properties": props,
+            "associated": sorted(self._slide.associated_images),
+        }
+
+    def _check(self, level: int, col: int, row: int) -> None:
+        if not 0 <= level < self._dz.level_count:
+            raise OutOfRange(f"level {level} outside 0..{self._dz.level_count - 1}")
+        cols, rows = self._dz.level_tiles[level]
+        if not (0 <= col < cols and 0 <= row < rows):
+            raise OutOfRange(f"tile ({col}, {row}) outside level {level}'s {cols}x{rows} tiles")
+
+    def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
+        """The stored JPEG frame when it is exactly this DeepZoom tile, else None."""
+        if not self._passthrough or not 0 <= level < self._dz.level_count:
+            return None
+        location, lvl, size = self._dz.get_tile_coordinates(level, (col, row))
+        ts, slide = self.tile_size, self._slide
+        lw, lh = slide.level_dimensions[lvl]
+        ds = slide.level_downsamples[lvl]
+        if (slide.tile_size(lvl) != (ts, ts) or size != (ts, ts)
+                or tuple(self._dz.level_dimensions[level]) != (lw, lh)
+                or location != (round(col * ts * ds), round(row * ts * ds))
+                or (col + 1) * ts > lw or (row + 1) * ts > lh):
+            return None
+        try:
+            found = slide.frame(lvl, col, row)
+        except READ_ERRORS:
+            return None
+        if found is None:
+            return None
+        frame, syntax, photometric = found
+        if syntax != JPEG_BASELINE or not photometric.startswith("YBR_FULL"):
+            return None
+        return frame if standalone_ycbcr(frame) else None
+
+    def tile(self, level: int, col: int, row: int, fmt: str, quality: int) -> bytes:
+        self._check(level, col, row)
+        if fmt == "jpeg":
+            stored = self.stored_tile(level, col, row)
+            if stored is not None:
+                return stored
+        try:
+            return encode_image(self._dz.get_tile(level, (col, row)), fmt, quality)
+        except READ_ERRORS as exc:
+            raise BadSlide(f"read error in {self.name!r}: {type(exc).__name__}") from None
+
+    def region(self, req: RegionRequest, max_area: int, jpeg_quality: int
+               ) -> tuple[bytes, int]:
+        image, level, _ = render_region(self._slide, req, max_area, jpeg_quality)
+        return image, level
+
+    def associated(self, name: str, size: int) -> bytes:
+        try:
+            if name == "thumbnail":
+                image = self._slide.get_thumbnail((size, size))
+            else:
+                if name not in self._slide.associated_images:
+                    raise SlideNotFound(f"{self.name!r} has no associated image {name!r}")
+                image = self._slide.associated_images[name]
+                image.thumbnail((size, size))
+            return encode_image(image, "jpeg", ASSOCIATED_QUALITY)
+        except READ_ERRORS as exc:
+            raise BadSlide(f"read error in {self.name!r}: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+def _properties(wsi: WsiDicom, attrs: dict[str, Any]) -> dict[str, str]:
+    """OpenSlide-style properties: the standard ``openslide.*`` names, then a few DICOM
+    attributes (no patient data: ``info`` goes to every viewer)."""
+    props = {openslide.PROPERTY_NAME_VENDOR: "dicom"}
+    mpp = wsi.levels[0].mpp
+    if mpp is not None:
+        props[openslide.PROPERTY_NAME_MPP_X] = repr(float(mpp.width))
+        props[openslide.PROPERTY_NAME_MPP_Y] = repr(float(mpp.height))
+    props["openslide.level-count"] = str(len(wsi.levels))
+    w0, h0 = wsi.levels[0].size.width, wsi.levels[0].size.height
+    for i, lv in enumerate(wsi.levels):
+        w, h = lv.size.width, lv.size.height
+        props[f"openslide.level[{i}].width"] = str(w)
+        props[f"openslide.level[{i}].height"] = str(h)
+        props[f"openslide.level[{i}].downsample"] = repr((w0 / w + h0 / h) / 2)
+        props[f"openslide.level[{i}].tile-width"] = str(lv.tile_size.width)
+        props[f"openslide.level[{i}].tile-height"] = str(lv.tile_size.height)
+    ds = wsi.levels[0].default_instance.dataset
+    for key in ("StudyInstanceUID", "SeriesInstanceUID", "Manufacturer",
+                "ManufacturerModelName", "SeriesDescription", "ContainerIdentifier"):
+        value = getattr(ds, key, None)
+        if value not in (None, ""):
+            props[f"dicom.{key}"] = str(value)
+    return props
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
