@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from config.errors import ConfigError
+from config.logs import LOG_FORMATS
 
 ENV_PREFIX = "TILEROUTER_"
 POLICIES = ("cache-aware", "round-robin", "least-loaded")
@@ -168,6 +169,8 @@ class Settings:
         default="", metadata={"help": "OpenSeadragon build dir ('' = ./node_modules)"}
     )
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+    log_format: str = field(default="text", metadata={
+        "help": "text (one readable line) or json (one JSON object per line)"})
     metrics_dir: str = field(default="", metadata={
         "help": "folder where gateway processes sharing a port leave their metrics for "
                 "each other's /metrics ('' = this process only; serve makes one)"})
@@ -271,6 +274,7 @@ def _validate(s: Settings) -> None:
         need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc"), name,
              "must be tcp://HOST:PORT or ipc://PATH")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")
+    need(s.log_format in LOG_FORMATS, "log_format", f"must be one of {LOG_FORMATS}")
 
 
 _STORE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

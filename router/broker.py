@@ -342,9 +342,9 @@ class Broker:
             self.prefetcher.forget(identity)
         self.counters["worker_leaves" if reason is Removal.DISCONNECTED
                       else "worker_deaths"] += 1
-        log.warning("worker %s removed (%s) with %d in flight",
-                    identity.decode(errors="replace"), reason.value, len(worker.inflight))
         tasks = sorted(worker.inflight.values(), key=lambda t: t.tid)
+        log.warning("worker %s removed (%s); requests in flight: %s", identity.decode(
+            errors="replace"), reason.value, [t.request.get("request_id") for t in tasks])
         for i, task in enumerate(tasks):
             if reason is not Removal.DISCONNECTED and i == 0:  # the one it was working on
                 task.crashes += 1

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings, _ = parse_cli("Run the tilerouter router (broker).", argv)
-    setup_logging(settings.log_level, "router")
+    setup_logging(settings.log_level, "router", settings.log_format)
     broker = Broker(settings)
     server = None
     if settings.stats_port:

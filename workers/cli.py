@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings, _ = parse_cli("Run one tilerouter worker.", argv)
-    setup_logging(settings.log_level, "worker")
+    setup_logging(settings.log_level, "worker", settings.log_format)
     worker = Worker(settings)
 
     def _stop(signum: int, _frame: object) -> None:

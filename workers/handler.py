@@ -8,6 +8,7 @@ from typing import Any
 
 from config.errors import BadSlide, TileRouterError
 from config.histogram import Histogram
+from config.logs import REQUEST_ID, request_id_from
 from config.settings import Settings
 from readers.base import RegionRequest
 from readers.factory import ReaderFactory
@@ -132,16 +133,21 @@ class RequestHandler:
 
     def safe_handle(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         """``handle`` that turns every failure into an error header (never raises), timed
-        into ``render``."""
+        into ``render``. The gateway's request id is current meanwhile (every log line
+        carries it) and comes back in an error."""
         started = time.monotonic()
+        request_id = request_id_from(request.get("request_id"))
+        token = REQUEST_ID.set(request_id)
         try:
             return self.handle(request)
         except TileRouterError as exc:
-            return {"ok": False, "error": exc.to_wire()}, None
+            return {"ok": False, "error": _with_id(exc.to_wire(), request_id)}, None
         except Exception as exc:  # a bug must cost one request, not the worker
             log.exception("unexpected error handling %r", request)
-            return {"ok": False, "error": {"code": "internal", "message": str(exc)}}, None
+            error = {"code": "internal", "message": str(exc)}
+            return {"ok": False, "error": _with_id(error, request_id)}, None
         finally:
+            REQUEST_ID.reset(token)
             self.render.observe(time.monotonic() - started)
 
     def metrics_report(self) -> dict[str, Any] | None:
@@ -159,3 +165,9 @@ class RequestHandler:
 
     def close(self) -> None:
         self.readers.close()
+
+
+def _with_id(error: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    if request_id:
+        error["request_id"] = request_id
+    return error

@@ -162,7 +162,7 @@ def other_cpus(settings: Settings) -> frozenset[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings, _ = parse_cli("Start N tilerouter workers and keep them running.", argv)
-    setup_logging(settings.log_level, "launcher")
+    setup_logging(settings.log_level, "launcher", settings.log_format)
     if not worker_cpus_usable(settings):
         return 2
     supervisor = Supervisor(worker_children(settings))

@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(values)
     except ConfigError as exc:
         parser.exit(2, f"tilerouter: error: {exc}\n")
-    setup_logging(settings.log_level, "tilerouter")
+    setup_logging(settings.log_level, "tilerouter", settings.log_format)
     open_browser = ns.command == "demo" and not ns.no_browser
     if ns.command == "demo":
         ensure_demo_slides(settings.slides)

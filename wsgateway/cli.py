@@ -87,7 +87,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings, _ = parse_cli("Run the tilerouter websocket/HTTP gateway.", argv)
-    setup_logging(settings.log_level, "gateway")
+    setup_logging(settings.log_level, "gateway", settings.log_format)
     if settings.log_level.upper() != "DEBUG":
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
 

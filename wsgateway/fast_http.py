@@ -23,6 +23,7 @@ from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from config.errors import BadRequest, TileRouterError, error_from_wire
+from config.logs import REQUEST_ID, new_request_id, request_id_from
 from router.protocol import payload_bytes
 from wsgateway.auth import COOKIE, Grant
 from wsgateway.relay import Reply
@@ -104,19 +105,24 @@ class _Dispatch(httputil.HTTPMessageDelegate):
                         b"" if self.method == "HEAD" else body)  # HEAD: headers only
             return
         gateway = self.owner.gateway
+        request_id = request_id_from(headers.get("X-Request-Id"))
         try:
             grant = _authenticate(gateway, query, headers)
             request = gateway.accept(_tile_request(match), grant)
         except TileRouterError as exc:
             gateway.reject(exc)
-            self._error(exc)
+            self._error(exc, request_id or new_request_id())
             return
         reply = gateway.answer_now(request)  # stored or hot: answered without a task
         if reply is not None:
             gateway.counters["requests"] += 1
             self._image(reply)
             return
-        asyncio.ensure_future(self._relay(request, grant))
+        token = REQUEST_ID.set(request_id or new_request_id())  # the task copies it
+        try:
+            asyncio.ensure_future(self._relay(request, grant))
+        finally:
+            REQUEST_ID.reset(token)
 
     def on_connection_close(self) -> None:
         if self.delegate is not None:
@@ -141,11 +147,14 @@ class _Dispatch(httputil.HTTPMessageDelegate):
         self._write(200, reply.header.get("mime", "application/octet-stream"),
                     "public, max-age=3600", body)
 
-    def _error(self, exc: TileRouterError) -> None:
-        body = http_error_body(exc.code, exc.message)
-        self._write(http_status(exc.code), "application/json", "no-store", body.encode())
+    def _error(self, exc: TileRouterError, request_id: str | None = None) -> None:
+        request_id = request_id or REQUEST_ID.get()
+        body = http_error_body(exc.code, exc.message, request_id)
+        self._write(http_status(exc.code), "application/json", "no-store", body.encode(),
+                    request_id)
 
-    def _write(self, status: int, mime: str, cache: str, body: bytes) -> None:
+    def _write(self, status: int, mime: str, cache: str, body: bytes,
+               request_id: str | None = None) -> None:
         start = _OK if status == 200 else httputil.ResponseStartLine(
             "HTTP/1.1", status, httputil.responses.get(status, "Unknown"))
         headers = httputil.HTTPHeaders()
@@ -155,6 +164,8 @@ class _Dispatch(httputil.HTTPMessageDelegate):
         headers["Access-Control-Allow-Origin"] = "*"
         headers["Date"] = self.owner.date()
         headers["Server"] = "tilerouter"
+        if request_id:
+            headers["X-Request-Id"] = request_id
         try:
             _quiet(self.conn.write_headers(start, headers, body))
             self.conn.finish()

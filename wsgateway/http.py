@@ -13,6 +13,7 @@ from xml.sax.saxutils import quoteattr
 from tornado.web import HTTPError, RequestHandler
 
 from config.errors import BadRequest, TileRouterError, error_from_wire
+from config.logs import REQUEST_ID, new_request_id, request_id_from
 from router.protocol import SERVICE_READY, SERVICE_STATS, payload_bytes
 from wsgateway.auth import COOKIE, OPEN, Grant
 from wsgateway.metrics import CONTENT_TYPE
@@ -37,6 +38,9 @@ class RelayHandler(RequestHandler):
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.grant = OPEN
+        # the client's X-Request-Id if usable, else a new one (logs, error bodies)
+        self.request_id = (request_id_from(self.request.headers.get("X-Request-Id"))
+                           or new_request_id())
 
     def prepare(self) -> None:
         self.grant = authenticate(self, self.gateway)
@@ -54,10 +58,13 @@ class RelayHandler(RequestHandler):
         except TileRouterError as exc:
             self.gateway.reject(exc)
             raise ApiError(exc) from None
+        token = REQUEST_ID.set(self.request_id)
         try:
             reply = await self.gateway.request(accepted, self.grant)
         except TileRouterError as exc:
             raise ApiError(exc) from None
+        finally:
+            REQUEST_ID.reset(token)
         if not reply.header.get("ok"):
             raise ApiError(error_from_wire(reply.header.get("error") or {}))
         return reply
@@ -70,7 +77,8 @@ class RelayHandler(RequestHandler):
             code, message = "http", self._reason
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(http_error_body(code, message))
+        self.set_header("X-Request-Id", self.request_id)
+        self.finish(http_error_body(code, message, self.request_id))
 
     def write_image(self, reply: Reply) -> None:
         self.set_header("Content-Type", reply.header.get("mime", "application/octet-stream"))

@@ -26,6 +26,7 @@ from typing import Any
 import zmq
 
 from config.errors import Busy, ProtocolError, TileRouterError, Timeout, Unavailable
+from config.logs import REQUEST_ID
 from config.settings import Settings
 from router import protocol
 from router.curve import secure_client
@@ -109,6 +110,9 @@ class RouterClient:
         backstop = time.monotonic() + timeout + self.settings.heartbeat_expiry + 1
         self._pending[rid] = (fut, backstop)
         header = {**request, "rid": rid, "timeout": timeout}
+        request_id = REQUEST_ID.get()  # the caller's task holds it (config/logs.py)
+        if request_id is not None:
+            header["request_id"] = request_id
         try:
             self._send(protocol.encode(protocol.REQUEST, header))
             return await fut

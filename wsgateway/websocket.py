@@ -25,6 +25,7 @@ from config.errors import (
     TileRouterError,
     Unavailable,
 )
+from config.logs import REQUEST_ID, new_request_id, request_id_from
 from wsgateway.auth import OPEN
 from wsgateway.http import ApiError, authenticate
 from wsgateway.ratelimit import TokenBucket
@@ -80,6 +81,7 @@ class TileSocketHandler(WebSocketHandler):
     def on_message(self, message: str | bytes) -> None:
         self.gateway.last_message_at = time.monotonic()
         rid: Any = None
+        request_id: str | None = None  # the client's (optional field), else one made here
         try:
             if isinstance(message, bytes):
                 raise BadRequest("send requests as text JSON messages")
@@ -92,6 +94,7 @@ class TileSocketHandler(WebSocketHandler):
                 raise BadRequest("message is not valid JSON (or nested too deeply)") from None
             if isinstance(obj, dict):
                 rid = check_client_id(obj)
+                request_id = request_id_from(obj.get("request_id"))
             request = self.gateway.accept(obj, self.grant)
             if self.gateway.draining:
                 raise Unavailable("gateway is shutting down; reconnect")
@@ -106,7 +109,8 @@ class TileSocketHandler(WebSocketHandler):
         except TileRouterError as exc:
             self.gateway.counters["rejected"] += 1
             self.gateway.reject(exc)
-            self._send_now(error_body(rid, exc.code, exc.message))
+            self._send_now(error_body(rid, exc.code, exc.message,
+                                      request_id or new_request_id()))
             return
         reply = self.gateway.answer_now(request)
         if reply is not None and reply.payload is not None:
@@ -114,7 +118,11 @@ class TileSocketHandler(WebSocketHandler):
             return
         self.inflight += 1
         self.gateway.relaying += 1
-        self._spawn(self._relay(rid, request, looked_up=reply is None))
+        token = REQUEST_ID.set(request_id or new_request_id())  # the relay task copies it
+        try:
+            self._spawn(self._relay(rid, request, looked_up=reply is None))
+        finally:
+            REQUEST_ID.reset(token)
 
     def _write_now(self, rid: Any, reply: Reply) -> None:
         """A stored or hot tile, answered in this callback (no task, no await).
@@ -160,13 +168,17 @@ class TileSocketHandler(WebSocketHandler):
             try:
                 reply = await self.gateway.request(request, self.grant, looked_up)
             except TileRouterError as exc:
-                await self._send(error_body(rid, exc.code, exc.message), binary=False)
+                await self._send(error_body(rid, exc.code, exc.message, REQUEST_ID.get()),
+                                 binary=False)
                 return
             except Exception as exc:  # a bug must still answer the request
                 log.exception("relaying %r failed", request)
-                await self._send(error_body(rid, "internal", str(exc)), binary=False)
+                await self._send(error_body(rid, "internal", str(exc), REQUEST_ID.get()),
+                                 binary=False)
                 return
             header = _client_header(rid, reply)
+            if isinstance(header.get("error"), dict):  # the id this gateway gave it
+                header["error"] = {**header["error"], "request_id": REQUEST_ID.get()}
             if reply.payload is not None:
                 await self._send(binary_frame(header, reply.payload), binary=True)
             else:

@@ -23,13 +23,20 @@ def binary_frame(header: dict[str, Any], payload: Payload | None) -> bytes:
     return b"".join((struct.pack(">I", len(head)), head, memoryview(body)))
 
 
-def error_body(rid: Any, code: str, message: str) -> str:
-    return json.dumps({"id": rid, "ok": False, "error": {"code": code, "message": message}})
+def error_body(rid: Any, code: str, message: str, request_id: str | None = None) -> str:
+    """A websocket error reply; ``request_id`` names the request in the server's logs."""
+    error = {"code": code, "message": message}
+    if request_id:
+        error["request_id"] = request_id
+    return json.dumps({"id": rid, "ok": False, "error": error})
 
 
-def http_error_body(code: str, message: str) -> str:
+def http_error_body(code: str, message: str, request_id: str | None = None) -> str:
     """The JSON body of every HTTP error response (no id: one request per response)."""
-    return json.dumps({"ok": False, "error": {"code": code, "message": message}})
+    error = {"code": code, "message": message}
+    if request_id:
+        error["request_id"] = request_id
+    return json.dumps({"ok": False, "error": error})
 
 
 def http_status(code: str) -> int:
