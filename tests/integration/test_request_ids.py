@@ -35,7 +35,7 @@ def log_lines(sysm: System) -> list[dict]:
                 try:
                     lines.append(json.loads(line))
                 except ValueError:
-                    raise AssertionError(f"{path.name}: not a JSON line: {line[:200]!r}")
+                    raise AssertionError(f"{path.name}: not JSON: {line[:200]!r}") from None
     return lines
 
 
