@@ -88,6 +88,9 @@ class DicomSlide(openslide.AbstractSlide):
         self._associated = _Associated(wsi)
         self._decoded = decoded
         self._owner = object()  # this slide's keys in the shared DecodedTiles
+        self._profile = icc_profile(wsi)  # AbstractSlide's: ``color_profile`` reads it
+        if self._profile:
+            properties["openslide.icc-size"] = str(len(self._profile))
 
     @classmethod
     def detect_format(cls, filename: Any) -> str | None:
@@ -166,6 +169,8 @@ class DicomSlide(openslide.AbstractSlide):
             box = (max(x0, tx) - tx, max(y0, ty) - ty, min(x1, tx + tw) - tx,
                    min(y1, ty + th) - ty)
             out.paste(tile.crop(box), (tx + box[0] - lx, ty + box[1] - ly))
+        if self._profile:  # as OpenSlide's read_region: DeepZoomGenerator passes it on
+            out.info["icc_profile"] = self._profile
         return out
 
     def _tiles(self, level: int, points: list[Point]) -> list[Image.Image | None]:
@@ -190,6 +195,16 @@ class DicomSlide(openslide.AbstractSlide):
             if cache is not None:
                 cache.put(keys[i], image)
         return found
+
+
+def icc_profile(wsi: WsiDicom) -> bytes | None:
+    """The ICC profile of the series' first optical path (where OpenSlide reads it)."""
+    ds = wsi.levels[0].default_instance.dataset
+    for path in getattr(ds, "OpticalPathSequence", None) or []:
+        profile = getattr(path, "ICCProfile", None)
+        if profile:
+            return bytes(profile)
+    return None
 
 
 def decode_frame(frame: bytes, syntax: str, photometric: str, decoder: Any) -> Image.Image:

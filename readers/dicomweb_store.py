@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from dicomweb_client.api import DICOMwebClient
+from pydicom import Dataset
 from requests.auth import AuthBase, HTTPBasicAuth
 from wsidicom import WsiDicom, WsiDicomWebClient
 
@@ -45,6 +46,7 @@ MAX_LISTED = 1_000_000
 BACKOFF = 0.1  # first retry delay; doubles per retry
 NAME_FIELDS = ("00100010", "00080050", "0008103E")  # PatientName, AccessionNumber, SeriesDescr.
 STUDY, SERIES, MODALITY, SERIES_NUMBER = "0020000D", "0020000E", "00080060", "00200011"
+ICC_PROFILE = "00282000"
 ANY_SYNTAX = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 _SYNTAX = re.compile(rb"transfer-syntax=\"?([0-9.]+)")
 # pydicom says this for every instance's metadata a PACS sends with bulk data by URI
@@ -114,8 +116,10 @@ class DicomWebStore:
             raise ValueError("a DICOMweb store URL starts with dicomweb+http(s)://")
         parts = urlsplit(url.removeprefix("dicomweb+"))
         self.name = name or "slides"
-        self.base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        self.path = parts.path.rstrip("/")
+        self.base = urlunsplit((parts.scheme, parts.netloc, self.path, "", ""))
         self.retries = retries
+        self.page_size = PAGE  # series per QIDO request
         self.frames = frames if frames is not None else FrameCache(64 << 20)
         self.session = _TimeoutSession(timeout)
         if token:
@@ -206,18 +210,25 @@ class DicomWebStore:
             self._listing = (time.monotonic(), slides)
 
     def _fetch_listing(self) -> list[dict[str, object]]:
-        slides: list[dict[str, object]] = []
-        for offset in range(0, MAX_LISTED, PAGE):  # bounded: at most MAX_LISTED / PAGE pages
-            page = self.call("", self.client.search_for_series, limit=PAGE, offset=offset,
-                             search_filters={MODALITY: "SM"},
+        """Every SM series, a page at a time. A page is asked at the offset of what has
+        arrived (a server may cap a page below the asked limit: Orthanc at 100); the
+        loop ends on an empty page, or one that brings nothing new (a server that ignores
+        ``offset``), and after at most ``MAX_LISTED`` series."""
+        slides: dict[str, dict[str, object]] = {}
+        offset = 0
+        while offset < MAX_LISTED:  # bounded: every pass adds at least one series
+            page = self.call("", self.client.search_for_series, limit=self.page_size,
+                             offset=offset, search_filters={MODALITY: "SM"},
                              fields=[*NAME_FIELDS, SERIES_NUMBER])
+            before = len(slides)
             for attrs in page:
                 entry = _entry(attrs)
                 if entry is not None:
-                    slides.append(entry)
-            if not page:
+                    slides[str(entry["path"])] = entry
+            if not page or len(slides) == before:
                 break
-        return sorted(slides, key=lambda s: str(s["path"]))
+            offset += len(page)
+        return [slides[k] for k in sorted(slides)]
 
     # --- remote calls ------------------------------------------------------------------
 
@@ -308,8 +319,23 @@ class _Client(WsiDicomWebClient):
         return iter(())
 
     def get_instance(self, study_uid: Any, series_uid: Any, instance_uid: Any) -> Any:
-        return self.store.call(self.rel, super().get_instance, study_uid, series_uid,
-                               instance_uid)
+        """The instance's metadata, with its ICC profile fetched (a bulk data URI in the
+        JSON) so tiles carry it as OpenSlide's do; other bulk data is left out."""
+        meta = self.store.call(self.rel, self.store.client.retrieve_instance_metadata,
+                               study_uid, series_uid, instance_uid)
+        return Dataset.from_json(meta, bulk_data_uri_handler=self._bulk)
+
+    def _bulk(self, tag: str, vr: str, uri: str) -> bytes | None:
+        """Only the store's own resource is fetched, whatever host the URI names (our
+        session would send credentials anywhere; and servers build the URI from a Host
+        header dicomweb-client sends without the port)."""
+        path = urlsplit(uri).path
+        if tag.upper() != ICC_PROFILE or not path.startswith(self.store.path + "/"):
+            return None
+        url = self.store.base + path[len(self.store.path):]
+        parts = self.store.call(self.rel, self.store.client.retrieve_bulkdata, url,
+                                media_types=("application/octet-stream",))
+        return bytes(parts[0]) if parts else None
 
     def is_transfer_syntax_supported(self, study_uid: Any, series_uid: Any,
                                      instance_uid: Any, transfer_syntax: Any) -> bool:

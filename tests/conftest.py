@@ -10,7 +10,8 @@ import pytest
 from tests.helpers import System, make_slides
 
 # real S3 (moto), nginx and the latency/fault proxy, for any test that names them
-pytest_plugins = ["tests.remote_servers"]
+# and a real PACS (Orthanc, DICOMweb) with DICOM slides made from the demo slide
+pytest_plugins = ["tests.remote_servers", "tests.dicom_servers"]
 
 
 @pytest.fixture(scope="session")
