@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from config.errors import ConfigError
+from config.lists import STORE_NAME, endpoint_list, parse_cpu_list, store_entries
 
 ENV_PREFIX = "TILEROUTER_"
 POLICIES = ("cache-aware", "round-robin", "least-loaded")
@@ -70,11 +70,15 @@ class Settings:
     tile_quality: int = field(default=75, metadata={"help": "JPEG quality 1-100"})
     # Endpoints
     frontend: str = field(
-        default="tcp://127.0.0.1:5555", metadata={"help": "router endpoint for gateways"}
-    )
+        default="tcp://127.0.0.1:5555", metadata={
+            "help": "router endpoint for gateways (a router binds one; gateways connect to "
+                    "every one of a comma-separated list)"})
     backend: str = field(
-        default="tcp://127.0.0.1:5556", metadata={"help": "router endpoint for workers"}
-    )
+        default="tcp://127.0.0.1:5556", metadata={
+            "help": "router endpoint for workers (comma-separated: a worker serves every "
+                    "router listed)"})
+    routers: int = field(default=1, metadata={
+        "help": "routers 'serve' starts; slides are sharded over them, any one may die"})
     host: str = field(default="127.0.0.1", metadata={"help": "gateway bind address"})
     gateways: int = field(
         default=0, metadata={"help": "gateway processes sharing the port (serve; 0 = one "
@@ -246,7 +250,7 @@ def _validate(s: Settings) -> None:
     need(s.dicomweb_frame_cache_bytes >= 0, "dicomweb_frame_cache_bytes", "must be >= 0")
     for entry in store_entries(s.stores):
         name, sep, url = entry.partition("=")
-        need(bool(sep) and _STORE_NAME.fullmatch(name) is not None and bool(url), "stores",
+        need(bool(sep) and STORE_NAME.fullmatch(name) is not None and bool(url), "stores",
              f"{entry!r} is not NAME=URL (NAME: letters, digits, '-', '_')")
     need(s.policy in POLICIES, "policy", f"must be one of {POLICIES}")
     need(s.request_timeout > 0, "request_timeout", "must be > 0")
@@ -265,32 +269,17 @@ def _validate(s: Settings) -> None:
     need(s.max_requests_per_second >= 0, "max_requests_per_second", "must be >= 0")
     need(bool(s.tls_cert) == bool(s.tls_key), "tls_key", "tls_cert and tls_key go together")
     for name in ("frontend", "backend"):
-        ep = getattr(s, name)
-        scheme, sep, rest = ep.partition("://")
-        need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc"), name,
-             "must be tcp://HOST:PORT or ipc://PATH")
+        eps = endpoint_list(getattr(s, name))
+        need(bool(eps), name, "must name at least one endpoint")
+        for ep in eps:
+            scheme, sep, rest = ep.partition("://")
+            need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc"), name,
+                 "must be tcp://HOST:PORT or ipc://PATH (comma-separated for several)")
+    need(len(endpoint_list(s.frontend)) == len(endpoint_list(s.backend)), "backend",
+         "must list as many routers as frontend")
+    need(1 <= s.routers <= 16, "routers", "must be 1..16")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")
     need(s.log_format in ("text", "json"), "log_format", "must be text or json")
-
-
-_STORE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def store_entries(stores: str) -> list[str]:
-    """The ``NAME=URL`` entries of the ``stores`` setting (comma-separated)."""
-    return [e.strip() for e in stores.split(",") if e.strip()]
-
-
-def parse_cpu_list(text: str) -> frozenset[int]:
-    """``'0-2,5'`` -> {0, 1, 2, 5} (the kernel's cpuset list format); ValueError if bad."""
-    cpus: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        first, dash, last = part.partition("-")
-        lo, hi = int(first), int(last) if dash else int(first)
-        if not 0 <= lo <= hi < 4096:
-            raise ValueError(part)
-        cpus.update(range(lo, hi + 1))
-    return frozenset(cpus)
 
 
 def _format(value: Any) -> str:

@@ -12,7 +12,8 @@ import os
 from typing import Any, Protocol
 
 from config.errors import SlideNotFound, TileRouterError
-from config.settings import Settings, store_entries
+from config.lists import store_entries
+from config.settings import Settings
 from readers.dicomweb_store import DicomWebStore, is_dicomweb
 from readers.fetch_cache import FetchCache
 from readers.frame_cache import FrameCache

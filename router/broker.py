@@ -1,8 +1,8 @@
 """The broker: a plain pyzmq poll loop between gateways (frontend) and workers (backend).
 
-Plain (non-asyncio) pyzmq on purpose: it forwards about twice as many requests per
-core as zmq.asyncio. Tile bytes are forwarded as the zmq.Frame they arrived in.
-"""
+Plain (non-asyncio) pyzmq on purpose: it forwards about twice as many requests per core
+as zmq.asyncio. Tile bytes are forwarded as the zmq.Frame they arrived in. With several
+routers each is one shard (wsgateway/router_pool.py); a router knows no other."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,7 @@ class Broker:
         self.quarantine = Quarantine()
         self.stop = threading.Event()
         self.started = time.monotonic()
+        self.incarnation = uuid.uuid4().hex[:12]  # a restarted router knows nothing sent before
         self.idle_worker_seconds_waiting = 0.0
         self._tids = itertools.count(1)
         self._next_heartbeat = 0.0
@@ -111,7 +113,7 @@ class Broker:
         return now < self._drain_deadline and bool(len(self.queue) or self.inflight_count())
 
     def inflight_count(self) -> int:
-        return sum(w.load for w in self.registry.workers.values())
+        return sum(len(w.inflight) for w in self.registry.workers.values())
 
     def _drain(self, sock: zmq.Socket, handle: Any) -> None:
         for _ in range(MAX_BATCH):
@@ -149,10 +151,8 @@ class Broker:
         self.backend.close(linger=0)
         if self.authenticator is not None:
             self.authenticator.stop()
-        c = self.counters
-        log.info("router stopped: requests=%d replies=%d errors=%d timeouts=%d "
-                 "affinity_hits=%d affinity_misses=%d", c["requests"], c["replies"],
-                 c["errors"], c["timeouts"], c["affinity_hits"], c["affinity_misses"])
+        log.info("router stopped: %s", {k: self.counters[k] for k in (
+            "requests", "replies", "errors", "timeouts", "affinity_hits", "affinity_misses")})
 
     # --- gateways -------------------------------------------------------------------------
 
@@ -163,8 +163,9 @@ class Broker:
             self.counters["malformed"] += 1
             log.warning("malformed message from a gateway: %s", exc)
             return
-        if msg.command == protocol.HEARTBEAT:
-            self._send_gateway(msg.identity, protocol.HEARTBEAT, {})
+        if msg.command == protocol.HEARTBEAT:  # echoed: our workers, which incarnation
+            self._send_gateway(msg.identity, protocol.HEARTBEAT, {"workers": len(
+                self.registry.workers), "incarnation": self.incarnation})
             return
         if msg.command != protocol.REQUEST:
             if msg.command != protocol.DISCONNECT:
@@ -393,8 +394,6 @@ class Broker:
             if not self._send_worker(worker, protocol.HEARTBEAT, {}):
                 self.remove_worker(worker.identity, Removal.UNREACHABLE)
 
-    # --- internal services -----------------------------------------------------------
-
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:  # the mmi.stats internal service
         return broker_stats(self)
 

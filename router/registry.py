@@ -52,6 +52,7 @@ class WorkerState:
     cache_hits: int = 0
     cache_misses: int = 0
     remote: dict[str, Any] = field(default_factory=dict)  # remote stores' counters, as sent
+    external: int = 0  # other routers' requests at the worker, as it last reported
     decoded_hits: int = 0  # the worker's decoded stored-tile cache (readers/stored_levels)
     decoded_misses: int = 0
     reader_opens: int = 0
@@ -68,6 +69,9 @@ class WorkerState:
             self.host = str(header.get("host", ""))[:255]
             self.capacity = max(1, min(_int(header.get("capacity"), 1), max_capacity))
         self.served = _int(header.get("served"), self.served)
+        load, mine = _int(header.get("load"), -1), _int(header.get("mine"), -1)
+        if load >= 0 and mine >= 0:  # a worker that serves several routers
+            self.external = max(0, min(load - mine, self.capacity))
         self.reader_opens = _int(header.get("opens"), self.reader_opens)
         if "m" in header:
             self.metrics.update(header["m"])
@@ -85,15 +89,16 @@ class WorkerState:
 
     @property
     def load(self) -> int:
-        return len(self.inflight)
+        """Requests in flight there: ours, plus other routers' as it last reported."""
+        return len(self.inflight) + self.external
 
     @property
     def has_room(self) -> bool:
-        return len(self.inflight) < self.capacity
+        return self.load < self.capacity
 
     @property
     def idle(self) -> bool:
-        return not self.inflight
+        return self.load == 0
 
     def holds(self) -> set[str]:
         """Slides open now plus slides it is about to open (requests in flight)."""

@@ -6,15 +6,21 @@ import os
 
 import zmq
 
+from config.errors import ConfigError
+from config.lists import endpoint_list
 from config.settings import Settings
 from router.curve import secure_server
 
 
 def router_socket(context: zmq.Context, settings: Settings) -> zmq.Socket:
-    """A ROUTER that fails loudly on unknown peers (ROUTER_MANDATORY) and queues deep."""
+    """A ROUTER that fails loudly on unknown peers (ROUTER_MANDATORY), lets a reconnecting
+    peer take its identity over, and queues deep."""
     sock = context.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # a peer that reconnects under its identity (a worker after a silent spell) takes it
+    # over at once: else its replies would come from a fresh random identity and be lost
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)
     secure_server(sock, settings)
@@ -22,7 +28,10 @@ def router_socket(context: zmq.Context, settings: Settings) -> zmq.Socket:
 
 
 def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
-    """Bind, creating the directory of an ipc:// path; return the bound endpoint."""
+    """Bind, creating the directory of an ipc:// path; return the bound endpoint. A router
+    binds one endpoint each side: a list (for gateways and workers) is a ConfigError."""
+    if len(endpoint_list(endpoint)) != 1:
+        raise ConfigError(f"a router binds one endpoint, not {endpoint!r}")
     if endpoint.startswith("ipc://"):
         os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
     sock.bind(endpoint)

@@ -20,9 +20,11 @@ import webbrowser
 from collections.abc import Sequence
 
 from config.errors import ConfigError
+from config.lists import endpoint_list
 from config.logs import setup_logging
 from config.settings import Settings, add_arguments, load_settings
 from readers.mounts import missing_local_roots
+from workers import oneshot
 from workers.launcher import (
     Child,
     Supervisor,
@@ -50,8 +52,15 @@ def system_children(settings: Settings) -> list[Child]:
     rest = other_cpus(settings)
     gateways = [Child(f"gateway-{i}" if count > 1 else "gateway",
                       component_argv("wsgateway.cli"), env, cpus=rest) for i in range(count)]
-    return [Child("router", component_argv("router.cli"), env, cpus=rest),
-            *worker_children(settings), *gateways]
+    fronts, backs = endpoint_list(settings.frontend), endpoint_list(settings.backend)
+    routers = []
+    for i, (front, back) in enumerate(zip(fronts, backs, strict=True)):
+        stats = settings.stats_port + i if settings.stats_port else 0
+        routers.append(Child(
+            f"router-{i}" if len(fronts) > 1 else "router", component_argv("router.cli"),
+            {**env, **settings.replace(frontend=front, backend=back, stats_port=stats).to_env()},
+            cpus=rest))
+    return [*routers, *worker_children(settings), *gateways]
 
 
 def wait_ready(url: str, timeout: float = 60.0, supervisor: Supervisor | None = None) -> bool:
@@ -82,8 +91,10 @@ def serve(settings: Settings, open_browser: bool = False) -> int:
     defaults = Settings()
     if settings.frontend == defaults.frontend and settings.backend == defaults.backend:
         rundir = tempfile.mkdtemp(prefix="tilerouter-")
-        settings = settings.replace(frontend=f"ipc://{rundir}/frontend.ipc",
-                                    backend=f"ipc://{rundir}/backend.ipc")
+        n = range(settings.routers)
+        settings = settings.replace(
+            frontend=",".join(f"ipc://{rundir}/frontend-{i}.ipc" for i in n),
+            backend=",".join(f"ipc://{rundir}/backend-{i}.ipc" for i in n))
     if settings.port == 0:
         settings = settings.replace(port=free_port(settings.host))
     metrics_dir = None
@@ -132,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     keys = sub.add_parser("keys", help="make CURVE key pairs for router, worker, gateway")
     keys.add_argument("directory")
+    oneshot.add_subcommands(sub)  # tile, info: no server
     for name, help_text in (("serve", "serve a slide directory"),
                             ("demo", "generate the demo slide if missing, then serve it")):
         p = sub.add_parser(name, help=help_text)
@@ -141,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--s3", action="store_true",
                            help="serve the demo slides from a local S3 server (moto)")
     ns = parser.parse_args(argv)
+    if ns.command in oneshot.COMMANDS:
+        return oneshot.run(ns)
     if ns.command == "keys":
         from router.curve import make_keys
 

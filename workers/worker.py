@@ -1,9 +1,13 @@
-"""Worker process: a DEALER to the router, heartbeats, reconnect with backoff.
+"""Worker process: a DEALER to each router, heartbeats, reconnect with backoff.
 
-Paranoid-Pirate style: the worker registers with its open slides, heartbeats,
-and if the router goes silent for ``liveness x interval`` it reconnects (backoff
-doubling up to 32 intervals) and registers again with its current open readers,
-so a restarted router rebuilds its map without anything being reopened.
+Paranoid-Pirate style: the worker registers with each router (``backend`` may list
+several; every one gets this worker) with its open slides, heartbeats, and if a router
+goes silent for ``liveness x interval`` it reconnects to that router (backoff doubling
+up to 32 intervals) and registers again with its current open readers, so a restarted
+router rebuilds its map without anything being reopened; the other routers are served
+meanwhile. Requests from all routers wait in one local queue and are answered one at a
+time; every REPLY and heartbeat tells each router the worker's whole load and how much
+of it is that router's, so routers that share a worker do not over-commit it.
 
 Requests are rendered on the thread that owns the socket (handing each to a render
 thread and back cost 0.17 ms of CPU per tile, 10% of the worker's throughput). So
@@ -23,11 +27,13 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import zmq
 
 from config.errors import ProtocolError
+from config.lists import endpoint_list
 from config.settings import Settings
 from router import protocol
 from router.curve import secure_client
@@ -44,6 +50,20 @@ FINAL_DRAIN_MESSAGES = 64
 _CRASH_SLIDE = os.environ.get("TILEROUTER_TEST_CRASH_SLIDE")
 
 
+class _Link:
+    """The connection to one router."""
+
+    def __init__(self, endpoint: str, interval: float) -> None:
+        self.endpoint = endpoint
+        self.sock: zmq.Socket | None = None
+        self.expiry = 0.0  # router silent past this: reconnect
+        self.next_heartbeat = 0.0
+        self.reconnect_at: float | None = None
+        self.backoff = interval
+        self.pending = 0  # this router's requests in the local queue or being served
+        self.told_external = 0  # other routers' load as this router last heard it
+
+
 class Worker:
     """One worker; ``run`` returns when ``stop`` is set."""
 
@@ -56,28 +76,30 @@ class Worker:
         self.served = 0
         self.errors = 0
         self._slides: tuple[str, ...] = ()
-        self._sock: zmq.Socket | None = None
+        self._links = [_Link(ep, settings.heartbeat_interval)
+                       for ep in endpoint_list(settings.backend)]
+        self._queue: deque[tuple[_Link, dict[str, Any]]] = deque()
         self._sock_lock = threading.Lock()  # see the module docstring
         self._finished = threading.Event()  # ends the heartbeat thread
-        self._router_expiry = 0.0
-        self._next_heartbeat = 0.0
-        self._backoff = settings.heartbeat_interval
 
-    # --- state reported to the router ---------------------------------------------------
+    # --- state reported to the routers ----------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
+    def state(self, link: _Link) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "capacity": self.settings.worker_capacity,
-            **self._progress(),
+            **self._progress(link),
         }
 
-    def _progress(self) -> dict[str, Any]:
+    def _progress(self, link: _Link) -> dict[str, Any]:
         tiles, decoded = self.handler.tiles, self.handler.decoded
+        load = sum(ln.pending for ln in self._links)
+        link.told_external = load - link.pending
         progress = {"slides": list(self._slides), "served": self.served,
                     "opens": self.handler.readers.opens,
-                    "cache": {"hits": tiles.hits, "misses": tiles.misses}}
+                    "cache": {"hits": tiles.hits, "misses": tiles.misses},
+                    "load": load, "mine": link.pending}
         if decoded is not None:
             progress["decoded"] = {"hits": decoded.hits, "misses": decoded.misses}
         remote = self.handler.factory.mounts.stats()
@@ -90,60 +112,64 @@ class Worker:
 
     # --- socket lifecycle (main thread, holding _sock_lock) -------------------------------
 
-    def _connect(self) -> None:
+    def _connect(self, link: _Link) -> None:
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, self.identity)
         sock.setsockopt(zmq.LINGER, 0)
         secure_client(sock, self.settings)
-        sock.connect(self.settings.backend)
-        self._sock = sock
-        self._send(protocol.REGISTER, self.state())
-        self._router_expiry = time.monotonic() + self.settings.heartbeat_expiry
-        log.info("worker %s connected to %s", self.identity.decode(), self.settings.backend)
+        sock.connect(link.endpoint)
+        link.sock = sock
+        link.reconnect_at = None
+        self._send(link, protocol.REGISTER, self.state(link))
+        link.expiry = time.monotonic() + self.settings.heartbeat_expiry
+        log.info("worker %s connected to %s", self.identity.decode(), link.endpoint)
 
-    def _disconnect(self) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+    def _disconnect(self, link: _Link) -> None:
+        if link.sock is not None:
+            link.sock.close(linger=0)
+            link.sock = None
+        # requests of that router still queued are answered all the same: if it was only
+        # slow, the replies reach it over the new connection (same identity); if it died,
+        # its gateways have re-sent them elsewhere and these replies go nowhere
 
-    def _send(self, command: bytes, header: dict[str, Any], payload: bytes | None = None) -> None:
-        if self._sock is None:
+    def _send(self, link: _Link, command: bytes, header: dict[str, Any],
+              payload: bytes | None = None) -> None:
+        if link.sock is None:
             return
         try:  # never block: with no usable router connection a DEALER send would hang
-            protocol.send_nowait(self._sock, protocol.encode(command, header, payload))
+            protocol.send_nowait(link.sock, protocol.encode(command, header, payload))
         except zmq.Again:
             log.debug("router not reachable; %s dropped", protocol.COMMANDS.get(command))
-        self._next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
+        link.next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
 
     # --- main loop ------------------------------------------------------------------------
 
     def run(self) -> None:
         self._sock_lock.acquire()
         beater = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        self._connect()
+        for link in self._links:
+            self._connect(link)
         beater.start()
         poll_ms = max(1, min(int(self.settings.heartbeat_interval * 1000), 250))
         try:
             while not self.stop.is_set():
-                if self._sock is not None and self._sock.poll(poll_ms):
-                    self._drain_router()
-                elif self._sock is None:
-                    self.stop.wait(poll_ms / 1000)
-                now = time.monotonic()
-                if now >= self._router_expiry:
-                    self._reconnect()
-                elif now >= self._next_heartbeat:
-                    self._send(protocol.HEARTBEAT, self.state())
+                self._receive(0 if self._queue else poll_ms)
+                if self._queue:
+                    self._serve(*self._queue.popleft())
+                self._keep_links(time.monotonic())
         finally:
-            # what the router already sent us is answered before we leave (the router
+            # what the routers already sent us is answered before we leave (each router
             # retries anything else elsewhere once it reads our DISCONNECT)
             with contextlib.suppress(zmq.ZMQError):
-                self._drain_router(limit=FINAL_DRAIN_MESSAGES)
-            with contextlib.suppress(zmq.ZMQError):
-                self._send(protocol.DISCONNECT, {})
-            if self._sock is not None:  # linger a little: a dropped DISCONNECT reads as a crash
-                self._sock.close(linger=int(1000 * min(1.0, self.settings.heartbeat_interval)))
-                self._sock = None
+                self._receive(0, limit=FINAL_DRAIN_MESSAGES)
+                while self._queue:
+                    self._serve(*self._queue.popleft())
+            for link in self._links:
+                with contextlib.suppress(zmq.ZMQError):
+                    self._send(link, protocol.DISCONNECT, {})
+                if link.sock is not None:  # linger a little: a lost DISCONNECT reads as a crash
+                    link.sock.close(linger=int(1000 * min(1.0, self.settings.heartbeat_interval)))
+                    link.sock = None
             self._finished.set()
             self._sock_lock.release()
             beater.join(timeout=5)
@@ -151,6 +177,22 @@ class Worker:
             log.info("worker %s stopped: served=%d errors=%d opens=%d",
                      self.identity.decode(), self.served, self.errors,
                      self.handler.readers.opens)
+
+    def _keep_links(self, now: float) -> None:
+        """Heartbeats due, silent routers dropped, dropped ones reconnected after backoff."""
+        for link in self._links:
+            if link.sock is None:
+                if link.reconnect_at is not None and now >= link.reconnect_at:
+                    self._connect(link)
+            elif now >= link.expiry:
+                log.warning("router %s silent; reconnecting in %.2fs", link.endpoint,
+                            link.backoff)
+                self._disconnect(link)
+                link.reconnect_at = now + link.backoff
+                link.backoff = min(link.backoff * 2,
+                                   self.settings.heartbeat_interval * MAX_BACKOFF_FACTOR)
+            elif now >= link.next_heartbeat:
+                self._send(link, protocol.HEARTBEAT, self.state(link))
 
     def _heartbeat_loop(self) -> None:
         """Heartbeats while the main thread renders. It holds the lock at all other times,
@@ -161,50 +203,54 @@ class Worker:
             if not self._sock_lock.acquire(blocking=False):
                 continue
             try:
-                if self._sock is not None and time.monotonic() >= self._next_heartbeat:
-                    with contextlib.suppress(zmq.ZMQError):
-                        self._send(protocol.HEARTBEAT, self.state())
+                now = time.monotonic()
+                for link in self._links:
+                    if link.sock is not None and now >= link.next_heartbeat:
+                        with contextlib.suppress(zmq.ZMQError):
+                            self._send(link, protocol.HEARTBEAT, self.state(link))
             finally:
                 self._sock_lock.release()
 
-    def _reconnect(self) -> None:
-        log.warning("router silent; reconnecting in %.2fs", self._backoff)
-        self._disconnect()
-        if self.stop.wait(self._backoff):
+    def _receive(self, timeout_ms: int, limit: int | None = None) -> None:
+        """Move what the routers have sent into the local queue (requests) or act on it.
+        Under steady load more is always waiting, so this stops once ``stop`` is set (or
+        after ``limit`` messages)."""
+        live = [link for link in self._links if link.sock is not None]
+        if not live:
+            self.stop.wait(timeout_ms / 1000)
             return
-        self._backoff = min(self._backoff * 2,
-                            self.settings.heartbeat_interval * MAX_BACKOFF_FACTOR)
-        self._connect()
-
-    def _drain_router(self, limit: int | None = None) -> None:
-        """Handle what the router has sent. Under steady load the next request is always
-        waiting, so this stops once ``stop`` is set (or after ``limit`` messages)."""
+        poller = zmq.Poller()
+        for link in live:
+            poller.register(link.sock, zmq.POLLIN)
+        ready = dict(poller.poll(timeout_ms))
         handled = 0
-        while self._sock is not None and (handled < limit if limit is not None
-                                          else not self.stop.is_set()):
-            handled += 1
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self._on_message(frames)
+        for link in live:
+            while link.sock is not None and link.sock in ready and (
+                    handled < limit if limit is not None else not self.stop.is_set()):
+                try:
+                    frames = link.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                handled += 1
+                self._on_message(link, frames)
 
-    def _on_message(self, frames: list[zmq.Frame]) -> None:
+    def _on_message(self, link: _Link, frames: list[zmq.Frame]) -> None:
         try:
             msg = protocol.parse(frames)
         except ProtocolError as exc:
             log.warning("dropping malformed message from router: %s", exc)
             return
-        self._router_expiry = time.monotonic() + self.settings.heartbeat_expiry
-        self._backoff = self.settings.heartbeat_interval
+        link.expiry = time.monotonic() + self.settings.heartbeat_expiry
+        link.backoff = self.settings.heartbeat_interval
         if msg.command == protocol.REQUEST:
-            self._serve(msg.header)
+            self._queue.append((link, msg.header))
+            link.pending += 1
         elif msg.command == protocol.DISCONNECT:
-            log.info("router asked us to reconnect")
-            self._disconnect()
-            self._connect()
+            log.info("router %s asked us to reconnect", link.endpoint)
+            self._disconnect(link)
+            self._connect(link)
 
-    def _serve(self, request: dict[str, Any]) -> None:
+    def _serve(self, link: _Link, request: dict[str, Any]) -> None:
         if _CRASH_SLIDE and request.get("slide") == _CRASH_SLIDE:
             os._exit(70)  # simulated native crash (see _CRASH_SLIDE)
         self._sock_lock.release()  # the heartbeat thread may speak while we render
@@ -213,8 +259,14 @@ class Worker:
         finally:
             self._sock_lock.acquire()
         self.served += 1
+        link.pending -= 1
         if not reply.get("ok"):
             self.errors += 1
         self._slides = tuple(self.handler.readers.slides())
-        self._send(protocol.REPLY, {"tid": request.get("tid"), "r": reply, **self._progress()},
-                   payload)
+        self._send(link, protocol.REPLY,
+                   {"tid": request.get("tid"), "r": reply, **self._progress(link)}, payload)
+        if len(self._links) > 1:  # routers that think us busier than we are hear it now
+            load = sum(ln.pending for ln in self._links)
+            for other in self._links:
+                if other is not link and load - other.pending < other.told_external:
+                    self._send(other, protocol.HEARTBEAT, self.state(other))

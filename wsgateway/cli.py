@@ -19,7 +19,7 @@ from wsgateway.app import make_app
 from wsgateway.fast_http import FastTiles
 from wsgateway.gateway import Gateway
 from wsgateway.metrics import FLUSH_EVERY
-from wsgateway.relay import RouterClient
+from wsgateway.router_pool import RouterPool
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def loop_time() -> float:
 async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future | None = None
                 ) -> None:
     """Run one gateway until ``stop`` is set; ``ready`` gets the bound port."""
-    client = RouterClient(settings)
+    client = RouterPool(settings)
     await client.start()
     gateway = Gateway(settings, client)
     app = make_app(gateway)

@@ -16,8 +16,9 @@ from config.settings import Settings
 from wsgateway.auth import OPEN, Authorizer, Grant
 from wsgateway.hot_tiles import HotTiles
 from wsgateway.metrics import GatewayMetrics, MetricsExporter
-from wsgateway.relay import Reply, RouterClient
+from wsgateway.relay import Reply
 from wsgateway.requests import check_request
+from wsgateway.router_pool import RouterPool
 from wsgateway.stored_tiles import StoredTiles
 from wsgateway.wire import HTTP_STATUS
 
@@ -27,7 +28,7 @@ _STORED = {"ok": True, "mime": "image/jpeg"}  # the reply header of a stored til
 class Gateway:
     """State shared by every handler of one gateway process."""
 
-    def __init__(self, settings: Settings, client: RouterClient) -> None:
+    def __init__(self, settings: Settings, client: RouterPool) -> None:
         self.settings = settings
         self.client = client
         self.connections = 0
@@ -116,4 +117,5 @@ class Gateway:
     def stats(self) -> dict[str, Any]:
         return {"connections": self.connections, "pending": self.client.pending,
                 "router_available": self.client.available, "stored_hits": self.stored.hits,
-                "reconnects": self.client.reconnects, **self.hot.stats(), **self.counters}
+                "reconnects": self.client.reconnects, "resent": self.client.resent,
+                "routers": self.client.stats(), **self.hot.stats(), **self.counters}

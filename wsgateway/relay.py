@@ -1,4 +1,4 @@
-"""The gateway's one DEALER to the router: request/reply matching and liveness.
+"""The gateway's DEALER to one router: request/reply matching and liveness.
 
 Lazy-Pirate style: the gateway heartbeats the router; when the router has been
 silent for ``liveness x interval`` every pending request fails with
@@ -42,11 +42,22 @@ class Reply:
     payload: protocol.Payload | None
 
 
+class RouterLost(Unavailable):
+    """The router went silent with the request pending: it may be re-sent elsewhere."""
+
+
 class RouterClient:
-    def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
+    """The link to one router (``endpoint``; default the one ``frontend`` names)."""
+
+    def __init__(self, settings: Settings, context: zmq.Context | None = None,
+                 endpoint: str = "") -> None:
         self.settings = settings
+        self.endpoint = endpoint or settings.frontend
         self.context = context or zmq.Context.instance()
         self.available = True
+        self._incarnation: str | None = None  # the router instance's id, from heartbeats
+        self.has_workers = True  # as the router's last heartbeat said (a restarted router
+        # has none until they re-register: its shard goes elsewhere meanwhile)
         # rid -> (future, backstop deadline on time.monotonic())
         self._pending: dict[int, tuple[asyncio.Future[Reply], float]] = {}
         self._rids = itertools.count(1)
@@ -69,7 +80,7 @@ class RouterClient:
         sock.setsockopt(zmq.SNDHWM, MAX_PENDING)
         sock.setsockopt(zmq.RCVHWM, MAX_PENDING)
         secure_client(sock, self.settings)
-        sock.connect(self.settings.frontend)
+        sock.connect(self.endpoint)
         self._sock = sock
         self._last_heard = time.monotonic()
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
@@ -162,11 +173,26 @@ class RouterClient:
         except ProtocolError as exc:
             log.warning("malformed message from router: %s", exc)
             return
+        if msg.command == protocol.HEARTBEAT:
+            workers = msg.header.get("workers")
+            self.has_workers = not isinstance(workers, int) or workers > 0
+            self._check_incarnation(msg.header.get("incarnation"))
         if msg.command != protocol.REPLY:
             return
         entry = self._pending.get(msg.header.get("rid"))  # type: ignore[arg-type]
         if entry is not None and not entry[0].done():
             entry[0].set_result(Reply(msg.header, msg.payload))
+
+    def _check_incarnation(self, incarnation: Any) -> None:
+        """A router restarted faster than the liveness window looks alive, but what was
+        pending at its previous incarnation is lost: fail it as RouterLost (re-sent)."""
+        if not isinstance(incarnation, str):
+            return
+        if self._incarnation is not None and incarnation != self._incarnation:
+            log.warning("router %s restarted: %d pending requests lost there", self.endpoint,
+                        len(self._pending))
+            self._fail_all(RouterLost("router restarted"))
+        self._incarnation = incarnation
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval
@@ -180,7 +206,7 @@ class RouterClient:
                 log.warning("router silent for %.1fs: failing %d requests, reconnecting",
                             silent, len(self._pending))
                 self.available = False
-                self._fail_all(Unavailable("router unavailable"))
+                self._fail_all(RouterLost("router unavailable"))
                 self._rebuild()
 
     def _expire(self, now: float) -> None:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any
 
-from config.settings import Settings, parse_cpu_list
+from config.lists import parse_cpu_list
+from config.settings import Settings
 
 from .procs import free_port, spawn, stop_group
 

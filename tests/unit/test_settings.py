@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from config.errors import ConfigError
-from config.settings import ENV_PREFIX, Settings, load_settings, parse_cli, parse_cpu_list
+from config.lists import parse_cpu_list
+from config.settings import ENV_PREFIX, Settings, load_settings, parse_cli
 
 
 def _toml(tmp_path: Path, text: str) -> str:
