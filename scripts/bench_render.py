@@ -24,9 +24,9 @@ from typing import Any
 
 import openslide
 
+from readers.base import RegionRequest
 from readers.demo_slide import write_demo_slide
 from readers.openslide_reader import OpenSlideReader
-from readers.region import RegionRequest, render_region
 from readers.stored_levels import DecodedTiles
 
 Q = 75
@@ -46,12 +46,13 @@ def _cpu_ms(fn: Callable[[], object], count: int) -> float:
 
 def _tile_orders(reader: OpenSlideReader, levels: int, count: int, seed: int
                  ) -> dict[str, list[tuple[int, int, int]]]:
-    dz = reader.deepzoom
+    info = reader.describe()
+    tiles = info["dz_tiles"]
     rng = random.Random(seed)
-    top = dz.level_count - 1
+    top = info["dz_levels"] - 1
     every = [(lv, c, r) for lv in range(top - levels + 1, top + 1)
-             for c in range(dz.level_tiles[lv][0]) for r in range(dz.level_tiles[lv][1])]
-    cols, rows = dz.level_tiles[top]
+             for c in range(tiles[lv][0]) for r in range(tiles[lv][1])]
+    cols, rows = tiles[top]
     side = max(1, int(count ** 0.5))
     c0, r0 = rng.randrange(max(1, cols - side)), rng.randrange(max(1, rows - side))
     panning = [(top, c, r) for r in range(r0, min(rows, r0 + side))
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                               seed=args.seed)
         probe = _reader(path, size, overlap, False)
         orders = _tile_orders(probe, args.levels, args.tiles, args.seed)
-        w, h = probe.slide.dimensions
+        w, h = probe.describe()["level_dimensions"][0]
         probe.close()
         rng = random.Random(args.seed)
         regions = [RegionRequest(rng.randrange(w - 1024), rng.randrange(h - 1024), 1024, 1024,
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = [compare(f"tiles {args.geometry}, {name}", tiles,
                         lambda r, t: r.tile(*t, "jpeg", Q)) for name, tiles in orders.items()]
         rows.append(compare("IIIF 1024 -> 512 regions", regions,
-                            lambda r, q: render_region(r.slide, q, 4096 * 4096, Q, r.stored)))
+                            lambda r, q: r.region(q, 4096 * 4096, Q)))
 
     print(f"slide {args.width}x{args.height} (generated, 256 px JPEG tiles, 2x pyramid)"
           if not args.slide else f"slide {args.slide}")
