@@ -1,11 +1,12 @@
-"""DeepZoom regions cut from a slide's stored JPEG tiles, decoded by Pillow.
+"""DeepZoom regions cut from a slide's stored JPEG tiles, decoded here.
 
 Why: OpenSlide's ``read_region`` costs about 0.75 ms for a 256x256 region even when its
 cache holds the tiles (it paints ARGB through cairo), and ``DeepZoomGenerator`` then
 composites that onto a background (0.3 ms): most of a rendered tile's cost besides the
 JPEG decode itself. Where a DeepZoom tile is read 1:1 from a stored JPEG level, decoding
-the stored tiles with Pillow (libjpeg-turbo at the defaults OpenSlide uses too: identical
-pixels, see ``readers/passthrough.py``) and pasting them gives the same image for less.
+the stored tiles (libjpeg-turbo through simplejpeg, at the defaults OpenSlide uses too:
+islow DCT, fancy upsampling; identical pixels, tested on every tile of six colour-space
+variants) and pasting them gives the same image for less.
 Decoded tiles are kept in a worker-wide LRU (``DecodedTiles``): neighbouring DeepZoom
 tiles share stored tiles (a 254/1 tile touches four).
 
@@ -16,22 +17,19 @@ tile whose bytes are not a JPEG still gets OpenSlide's read error).
 
 Damaged data that still parses: libjpeg only warns about corrupt entropy-coded data
 (premature end of a data segment, bad Huffman codes, extraneous bytes) and decodes
-garbage; OpenSlide turns those warnings into errors, Pillow (and imagecodecs) ignore
-them and offer no way to ask. So before a stored tile is first decoded here, OpenSlide
-decodes it too (a 1x1 ``read_region``), which raises OpenSlide's own error for a damaged
-tile (the reader turns it into bad_slide) and costs about one more decode per stored tile
-per reader; a vetted tile is never vetted again, even after the LRU dropped it.
+garbage; OpenSlide turns those warnings into errors, and so does this module: it decodes
+with simplejpeg's ``strict=True`` (Pillow and imagecodecs ignore the warnings and offer no
+way to ask), so a damaged tile raises ValueError, which the reader reports as bad_slide.
 """
 
 from __future__ import annotations
 
-import io
-import math
 import os
 from collections.abc import Hashable
 from typing import Any
 
 import openslide
+import simplejpeg
 import tifffile
 from cachetools import LRUCache
 from PIL import Image
@@ -93,9 +91,7 @@ class StoredLevels:
         self._fh = fh
         self._fd = fh.fileno()
         self._levels = levels  # level -> (StoredLevel, level width, level height)
-        self._slide = slide  # the reader's: vets stored tiles (``_verify``)
         self._downsamples = tuple(slide.level_downsamples)
-        self._verified: dict[int, bytearray] = {}  # level -> 1 per stored tile vetted
         self._cache = cache
         self._owner = object()  # cache keys of this reader only
         self.rendered = 0  # regions served from stored tiles (tests, stats)
@@ -161,31 +157,19 @@ class StoredLevels:
         jpeg = standalone_jpeg(data, lv, ts) if len(data) == count else None
         if jpeg is None:
             return None
-        self._verify(level, lv, i)
         try:
-            tile = Image.open(io.BytesIO(jpeg), formats=["JPEG"])
-            tile.load()
-        except Exception:  # OSError, DecompressionBombError ...: OpenSlide renders it
-            return None  # (and reports the damage)
-        if tile.mode != "RGB" or tile.size != (ts, ts):
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(jpeg)
+        except ValueError:
+            return None  # OpenSlide renders it (and reports the damage)
+        if colorspace not in ("YCbCr", "RGB") or (width, height) != (ts, ts):
             return None
+        # strict: a warning from libjpeg (corrupt data) is an error, as in OpenSlide;
+        # islow DCT and fancy upsampling are Pillow's and OpenSlide's defaults too
+        pixels = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", fastdct=False,
+                                        fastupsample=False, strict=True)
+        tile = Image.fromarray(pixels, "RGB")
         self._cache.put(key, tile)
         return tile
-
-    def _verify(self, level: int, lv: StoredLevel, i: int) -> None:
-        """Have OpenSlide decode stored tile ``i`` (a 1x1 read inside it) unless it already
-        did for this reader: OpenSlideError for data libjpeg warns about (module doc)."""
-        seen = self._verified.setdefault(level, bytearray(len(lv.counts)))
-        if seen[i]:
-            return
-        down = self._downsamples[level]
-        ts = lv.tile_size
-        # ceil: the level-0 point whose level coordinate is the tile's first pixel or
-        # just right of it, never in the tile before
-        x = math.ceil(i % lv.across * ts * down)
-        y = math.ceil(i // lv.across * ts * down)
-        self._slide.read_region((x, y), level, (1, 1))
-        seen[i] = 1
 
     def close(self) -> None:
         self._levels = {}  # never pread a closed (possibly reused) descriptor
