@@ -25,7 +25,6 @@ from config.logs import setup_logging
 from config.settings import Settings, add_arguments, load_settings
 from readers.mounts import missing_local_roots
 from workers import oneshot
-from workers import oneshot
 from workers.launcher import (
     Child,
     Supervisor,
@@ -145,7 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = sub.add_parser("keys", help="make CURVE key pairs for router, worker, gateway")
     keys.add_argument("directory")
     oneshot.add_subcommands(sub)  # tile, info: no server
-    oneshot.add_subcommands(sub)  # tile, info: no server
     for name, help_text in (("serve", "serve a slide directory"),
                             ("demo", "generate the demo slide if missing, then serve it")):
         p = sub.add_parser(name, help=help_text)
@@ -155,8 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("--s3", action="store_true",
                            help="serve the demo slides from a local S3 server (moto)")
     ns = parser.parse_args(argv)
-    if ns.command in oneshot.COMMANDS:
-        return oneshot.run(ns)
     if ns.command in oneshot.COMMANDS:
         return oneshot.run(ns)
     if ns.command == "keys":
