@@ -110,3 +110,42 @@ def test_token_from_environment(monkeypatch: pytest.MonkeyPatch, recorder: str) 
     monkeypatch.setenv("TILEROUTER_DICOMWEB_TOKEN", "from-env")
     s, _ = parse_cli("test", ["--store", f"pacs={recorder}"])
     assert s.dicomweb_token == "from-env" and s.stores == f"pacs={recorder}"
+
+
+def test_frame_cache_is_an_lru_bounded_in_bytes() -> None:
+    from readers.frame_cache import FrameCache
+
+    cache = FrameCache(10)
+    cache.put("a", b"1234")
+    cache.put("b", b"5678")
+    assert cache.get("a") == b"1234"  # a is now the most recent
+    cache.put("c", b"90ab")  # 12 bytes > 10: b (least recent) goes
+    assert cache.get("b") is None and cache.get("a") == b"1234" and cache.nbytes == 8
+    cache.put("huge", b"x" * 11)  # larger than the cache: never kept
+    assert cache.get("huge") is None and len(cache) == 2
+    assert cache.stats() == {"hits": 2, "misses": 2, "bytes": 8, "frames": 2}
+
+
+def test_only_streams_a_browser_reads_as_ycbcr_pass_through() -> None:
+    import io
+
+    from PIL import Image, ImageCms
+
+    from readers.dicom_frames import standalone_ycbcr
+
+    image = Image.new("RGB", (16, 16), (200, 100, 50))
+
+    def jpeg(**options: object) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, "jpeg", **options)
+        return buf.getvalue()
+
+    plain = jpeg()
+    assert standalone_ycbcr(plain)  # JFIF: YCbCr
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert not standalone_ycbcr(jpeg(icc_profile=srgb))  # APP2: never passed through
+    adobe_rgb = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+    no_jfif = plain[:2] + plain[4 + int.from_bytes(plain[4:6], "big"):]
+    assert standalone_ycbcr(no_jfif)  # no marker, ids 1,2,3: libjpeg reads YCbCr
+    assert not standalone_ycbcr(no_jfif[:2] + adobe_rgb + no_jfif[2:])  # Adobe says RGB
+    assert not standalone_ycbcr(b"not a jpeg")
