@@ -12,7 +12,7 @@ from xml.sax.saxutils import quoteattr
 
 from tornado.web import HTTPError, RequestHandler
 
-from config.errors import BadRequest, TileRouterError, error_from_wire
+from config.errors import BadRequest, TileRouterError, Unavailable, error_from_wire
 from config.logs import REQUEST_ID, new_request_id, request_id_from
 from router.protocol import SERVICE_READY, SERVICE_STATS, payload_bytes
 from wsgateway.auth import COOKIE, OPEN, Grant
@@ -139,11 +139,22 @@ class InfoHandler(RelayHandler):
 
 class StatsHandler(RelayHandler):
     async def get(self) -> None:
-        try:
-            reply = await self.gateway.client.request({"op": SERVICE_STATS})
-        except TileRouterError as exc:
-            raise ApiError(exc) from None
-        stats = _public(reply.header)
+        """One router's stats at the top (any: workers register with all), and with
+        several routers each one's own under ``routers`` (its shard's counters)."""
+        links = [link for link in self.gateway.client.links if link.available]
+        if not links:
+            raise ApiError(Unavailable("no router reachable"))
+        replies = []
+        for link in links:
+            try:
+                replies.append(_public((await link.request({"op": SERVICE_STATS})).header))
+            except TileRouterError:
+                continue  # went away meanwhile: the others still answer
+        if not replies:
+            raise ApiError(Unavailable("no router answered"))
+        stats = dict(replies[0])
+        if len(self.gateway.client.links) > 1:
+            stats["routers"] = replies
         stats["gateway"] = self.gateway.stats()
         self.write_json(stats)
 

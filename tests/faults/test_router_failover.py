@@ -3,9 +3,11 @@ websocket load: every request gets exactly one reply, and it is a good one."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -111,6 +113,11 @@ def test_any_router_dies_under_load_and_no_request_fails(tmp_path: Path) -> None
         assert set(load.sent) == set(load.replies), "every request answered"
         assert max(load.replies.values()) == 1, "no request answered twice"
         assert sum(load.replies.values()) > 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as resp:
+            stats = json.loads(resp.read())
+        assert len(stats["routers"]) == 3 and len(stats["gateway"]["routers"]) == 3
+        assert stats["gateway"]["resent"] > 0  # the killed routers' pending requests
+        assert sum(r["routing"]["requests"] for r in stats["routers"]) > 0
     finally:
         stop_serve(proc)
     assert not pid_alive(proc.pid)
