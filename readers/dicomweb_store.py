@@ -173,9 +173,9 @@ class DicomWebStore:
 
         A listing is kept ``LIST_TTL`` seconds. A stale or missing one is refetched in a
         background thread (one at a time, a page of ``PAGE`` series per QIDO request) and
-        a caller waits at most ``LIST_WAIT`` seconds for it: a slow or huge PACS delays
-        no list request longer than that, and a stale listing keeps being served while
-        the PACS is down."""
+        the stale one is served meanwhile, at once: only the very first listing is
+        waited for, at most ``LIST_WAIT`` seconds, so a slow or huge PACS delays no list
+        request longer than that, and a PACS that is down keeps its last listing."""
         with self._list_lock:
             listing = self._listing
             if listing is not None and time.monotonic() - listing[0] < LIST_TTL:
@@ -185,6 +185,8 @@ class DicomWebStore:
                 self._refresh = threading.Thread(target=self._refresh_listing, daemon=True,
                                                  name=f"qido-{self.name}")
                 self._refresh.start()
+            if listing is not None:
+                return listing[1]
             refresh = self._refresh
         refresh.join(LIST_WAIT)
         with self._list_lock:

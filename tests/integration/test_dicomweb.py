@@ -186,3 +186,29 @@ def test_a_stalled_pacs_is_unavailable_within_the_bound_then_recovers(
         assert reader.tile(11, 3, 2, "jpeg", 75)[:2] == b"\xff\xd8"
     finally:
         reader.close()
+
+
+def test_listing_never_waits_on_a_stalled_pacs_once_it_has_one(
+        dicom_slides: Slides, orthanc_pacs: OrthancServer,
+        proxy_factory: Callable[..., TcpProxy]) -> None:
+    """A stale listing is served at once while a refresh runs in the background; the very
+    first one is waited for at most LIST_WAIT, then the store is left out (unavailable)."""
+    from readers import dicomweb_store
+
+    proxy = proxy_factory("127.0.0.1", orthanc_pacs.port, rtt=0.0)
+    store = DicomWebStore("pacs", f"dicomweb+{proxy.url}/dicom-web", user=PACS_USER,
+                          password=PACS_PASSWORD, timeout=1.0, retries=0)
+    listing = store.list()
+    assert len(listing) == 4
+    proxy.set_mode("stall")
+    store._listing = (time.monotonic() - dicomweb_store.LIST_TTL - 1, listing)
+    started = time.monotonic()
+    assert store.list() is listing  # stale, served without waiting for the PACS
+    assert time.monotonic() - started < 0.5
+    fresh = DicomWebStore("pacs", f"dicomweb+{proxy.url}/dicom-web", user=PACS_USER,
+                          password=PACS_PASSWORD, timeout=30.0, retries=0)
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        fresh.list()
+    assert time.monotonic() - started < dicomweb_store.LIST_WAIT + 1.0
+    proxy.set_mode("normal")
