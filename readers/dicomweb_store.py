@@ -163,6 +163,7 @@ class DicomWebStore:
             raise BadSlide(f"{rel!r} in store {self.name!r} is not a readable whole-slide "
                            f"image: {type(exc).__name__}") from None
         if not wsi.levels:
+            wsi.close()
             raise BadSlide(f"{rel!r} in store {self.name!r} has no pyramid levels")
         return wsi, attrs
 
