@@ -236,3 +236,46 @@ def test_the_whole_system_serves_a_bucket(s3_store: tuple[str, TcpProxy], folder
     finally:
         system.stop()
         local.close()
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".cache" / "openslide-fixtures"
+
+
+def test_openslides_own_fixtures_read_the_same_from_a_bucket(
+        s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenSlide's test slides (from the openslide-python sdist, fetched by setup): every
+    answer from S3, errors included, equals the local file's."""
+    names = ["small.svs", "boxes.tiff", "unreadable.svs", "unopenable.tiff"]
+    if not all((FIXTURES / n).is_file() for n in names):
+        pytest.skip(f"{FIXTURES} missing (./scripts/setup fetches openslide-python's fixtures)")
+    local_root = tmp_path / "fixtures"
+    local_root.mkdir()
+    for name in names:
+        shutil.copy(FIXTURES / name, local_root / name)
+    s3_server.upload_folder("openslide-fixtures", local_root)
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", SECRET),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    remote = RequestHandler(Settings(slides="s3://openslide-fixtures",
+                                     s3_endpoint_url=s3_server.endpoint_url,
+                                     remote_cache_dir=str(tmp_path / "cache")))
+    local = RequestHandler(Settings(slides=str(local_root)))
+    try:
+        for name in names:
+            info = local.safe_handle({"op": "info", "slide": name})
+            assert remote.safe_handle({"op": "info", "slide": name}) == info, name
+            if not info[0]["ok"]:
+                continue
+            for level in range(info[0]["dz_levels"]):
+                cols, rows = info[0]["dz_tiles"][level]
+                for col in range(cols):
+                    for row in range(rows):
+                        req = {"op": "tile", "slide": name, "level": level, "col": col,
+                               "row": row}
+                        assert remote.safe_handle(req) == local.safe_handle(req), req
+            for image in ["thumbnail", *info[0]["associated"]]:
+                req = {"op": "associated", "slide": name, "name": image, "size": 128}
+                assert remote.safe_handle(req) == local.safe_handle(req), req
+    finally:
+        remote.close()
+        local.close()
