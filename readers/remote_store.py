@@ -14,6 +14,8 @@ import logging
 import posixpath
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -40,6 +42,7 @@ class RemoteStore:
         self.url = url
         self.cache = cache
         self.retries = retries
+        self.timeout = timeout
         self.mirror_bytes = mirror_bytes
         parts = urlsplit(url)
         self.scheme = parts.scheme
@@ -128,10 +131,27 @@ class RemoteStore:
         return parts
 
     def _info(self, rel: str) -> dict[str, Any]:
-        info = self._call(rel, self.fs.info, self._object(rel))
+        info = self._call(rel, self._http_head if self.scheme != "s3" else self.fs.info,
+                          self._object(rel))
         if info.get("type") == "directory" or info.get("size") is None:
             raise SlideNotFound(f"no slide {rel!r} in store {self.name!r}")
         return info
+
+    def _http_head(self, url: str) -> dict[str, Any]:
+        """Size and ETag from a HEAD: 404/410 is "no such object" (FileNotFoundError),
+        any other failure is an error to retry (fsspec's own ``info`` reports a 5xx as a
+        missing file)."""
+        request = urllib.request.Request(url, method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                headers = resp.headers
+        except urllib.error.HTTPError as exc:
+            if exc.code in (404, 410):
+                raise FileNotFoundError(rel_of(url)) from None
+            raise OSError(f"HTTP {exc.code}") from None
+        size = headers.get("Content-Length")
+        return {"size": int(size) if size is not None else None, "ETag": headers.get("ETag"),
+                "LastModified": headers.get("Last-Modified")}
 
     def _list_s3(self) -> list[dict[str, object]]:
         found = self._call("", self.fs.find, self.base, detail=True)
@@ -186,6 +206,11 @@ class RemoteStore:
                 delay *= 2
         raise Unavailable(f"store {self.name!r} did not answer for {rel!r} after "
                           f"{self.retries + 1} attempts")
+
+
+def rel_of(url: str) -> str:
+    """The last path component of a URL: what a message may name (never the URL)."""
+    return posixpath.basename(urlsplit(url).path)
 
 
 def _version(info: dict[str, Any]) -> str:

@@ -217,6 +217,8 @@ http {{
         root {root};
         autoindex off;
         location / {{ try_files $uri =404; }}
+        # a server error on demand, for fault tests: anything under /broken/
+        location /broken/ {{ return 503; }}
     }}
 }}
 """
