@@ -89,6 +89,9 @@ class RouterPool:
                 self.resent += 1
                 log.info("router %s lost with a request pending: re-sending", link.endpoint)
                 continue
+            except Unavailable as exc:  # could not even be sent there: the next one
+                lost = exc
+                continue
             error = reply.header.get("error") if not reply.header.get("ok") else None
             if isinstance(error, dict) and error.get("code") == "unavailable":
                 lost = Unavailable(str(error.get("message", "router unavailable")))
