@@ -113,9 +113,13 @@ def test_any_router_dies_under_load_and_no_request_fails(tmp_path: Path) -> None
         assert set(load.sent) == set(load.replies), "every request answered"
         assert max(load.replies.values()) == 1, "no request answered twice"
         assert sum(load.replies.values()) > 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as resp:
-            stats = json.loads(resp.read())
-        assert len(stats["routers"]) == 3 and len(stats["gateway"]["routers"]) == 3
+        def stats() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as resp:
+                return json.loads(resp.read())
+
+        wait_for(lambda: len(stats()["routers"]) == 3, 20, what="all routers back in /stats")
+        stats = stats()
+        assert len(stats["gateway"]["routers"]) == 3
         assert stats["gateway"]["resent"] > 0  # the killed routers' pending requests
         assert sum(r["routing"]["requests"] for r in stats["routers"]) > 0
     finally:
