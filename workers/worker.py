@@ -153,10 +153,12 @@ class Worker:
         poll_ms = max(1, min(int(self.settings.heartbeat_interval * 1000), 250))
         try:
             while not self.stop.is_set():
+                # read first: after a long render the routers' heartbeats are waiting,
+                # and a link is only judged silent once they have been read
                 self._receive(0 if self._queue else poll_ms)
+                self._keep_links(time.monotonic())
                 if self._queue:
                     self._serve(*self._queue.popleft())
-                self._keep_links(time.monotonic())
         finally:
             # what the routers already sent us is answered before we leave (each router
             # retries anything else elsewhere once it reads our DISCONNECT)
