@@ -318,6 +318,11 @@ def _properties(wsi: WsiDicom, attrs: dict[str, Any]) -> dict[str, str]:
         props[f"openslide.level[{i}].tile-width"] = str(lv.tile_size.width)
         props[f"openslide.level[{i}].tile-height"] = str(lv.tile_size.height)
     ds = wsi.levels[0].default_instance.dataset
+    for path in getattr(ds, "OpticalPathSequence", None) or []:  # where OpenSlide looks
+        power = getattr(path, "ObjectiveLensPower", None)
+        if power not in (None, ""):
+            props[openslide.PROPERTY_NAME_OBJECTIVE_POWER] = f"{float(power):g}"
+        break
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "Manufacturer",
                 "ManufacturerModelName", "SeriesDescription", "ContainerIdentifier"):
         value = getattr(ds, key, None)

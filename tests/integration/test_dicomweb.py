@@ -5,8 +5,10 @@ passed-through frames, listing, and the failures a PACS can have."""
 from __future__ import annotations
 
 import io
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ from config.settings import Settings
 from readers.base import RegionRequest, SlideReader
 from readers.dicomweb_store import DicomWebStore
 from readers.factory import ReaderFactory
-from scripts.benchlib.dicom_slides import level_file, stored_frames
+from scripts.benchlib.dicom_slides import level_file, series_uids, stored_frames
 from scripts.benchlib.orthanc import OrthancServer
 from scripts.benchlib.tcpproxy import TcpProxy
 from tests.dicom_servers import PACS_PASSWORD, PACS_USER, DicomSeries
@@ -212,3 +214,45 @@ def test_listing_never_waits_on_a_stalled_pacs_once_it_has_one(
         fresh.list()
     assert time.monotonic() - started < dicomweb_store.LIST_WAIT + 1.0
     proxy.set_mode("normal")
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".cache" / "openslide-fixtures"
+
+
+@pytest.mark.parametrize("geometry", [(254, 1), (16, 0), (16, 3)])
+def test_openslides_own_dicom_fixture(geometry: tuple[int, int], tmp_path: Path,
+                                      orthanc_pacs: OrthancServer) -> None:
+    """OpenSlide's boxes_0.dcm/boxes_1.dcm (openslide-python's sdist, fetched by setup):
+    baseline JPEG frames with an RGB photometric (decoded as RGB whatever the stream
+    says), a 64 px frame over a 16 px image, an ICC profile and a THUMBNAIL instance."""
+    files = [FIXTURES / "boxes_0.dcm", FIXTURES / "boxes_1.dcm"]
+    if not all(f.is_file() for f in files):
+        pytest.skip("OpenSlide's fixtures missing (./scripts/setup fetches them)")
+    local_dir = tmp_path / "boxes"
+    local_dir.mkdir()
+    for f in files:
+        shutil.copy(f, local_dir / f.name)
+    with OrthancServer() as pacs:
+        pacs.upload(files)
+        study, series = series_uids(files)
+        tile_size, overlap = geometry
+        factory = ReaderFactory(Settings(stores=f"pacs={pacs.dicomweb_url},local={tmp_path}",
+                                         tile_size=tile_size, overlap=overlap))
+        remote = factory.open(f"pacs/{study}/{series}")
+        local = factory.open("local/boxes/boxes_0.dcm")
+        try:
+            a, b = remote.describe(), local.describe()
+            for key in ("dz_dimensions", "dz_tiles", "level_dimensions", "level_downsamples",
+                        "mpp_x", "objective_power"):
+                assert a[key] == b[key], key
+            assert a["properties"]["openslide.icc-size"] == b["properties"]["openslide.icc-size"]
+            assert a["associated"] == ["thumbnail"]
+            for level, (cols, rows) in enumerate(a["dz_tiles"]):
+                for col in range(cols):
+                    for row in range(rows):
+                        for fmt in ("png", "jpeg"):
+                            assert remote.tile(level, col, row, fmt, 75) == \
+                                local.tile(level, col, row, fmt, 75), (level, col, row, fmt)
+        finally:
+            remote.close()
+            local.close()
