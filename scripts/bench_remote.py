@@ -263,14 +263,14 @@ def run_all(ns: argparse.Namespace, plan: Plan, log_dir: str
 
 
 def header(ns: argparse.Namespace, plan: Plan, setup: TraceSetup | None, uploaded: str,
-           results: Results, started: float) -> str:
+           results: Results, started: float, code: str) -> str:
     others = [r.other_cores for r in results.trace + results.http if r.other_cores is not None]
     size = (f"{total_bytes(setup.slides) / 1e6:.0f} MB in {setup.slides.root}"
             if setup else "not generated")
     svs = sum(n.endswith(".svs") for n in setup.slides.names) if setup else 0
     return "\n".join([
         f"- machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, tilerouter "
-        f"{code_version()}; whole run {time.monotonic() - started:.0f} s; other programs "
+        f"{code}; whole run {time.monotonic() - started:.0f} s; other programs "
         f"used {sum(others) / len(others) if others else float('nan'):.2f} cores on "
         "average during the trace rows (from /proc)",
         f"- slides: {ns.num_slides} x {ns.slide_size[0]}x{ns.slide_size[1]} "
@@ -291,9 +291,9 @@ def header(ns: argparse.Namespace, plan: Plan, setup: TraceSetup | None, uploade
 
 
 def print_report(ns: argparse.Namespace, plan: Plan, setup: TraceSetup | None,
-                 uploaded: str, results: Results, started: float) -> None:
+                 uploaded: str, results: Results, started: float, code: str) -> None:
     out = ["\n## tilerouter remote-store benchmark\n", header(ns, plan, setup, uploaded,
-                                                               results, started)]
+                                                               results, started, code)]
     remote = [r for r in results.trace if r.target.rtt_ms is not None]
     local = [r for r in results.trace if r.target.rtt_ms is None]
     top = max(plan.rtts)
@@ -341,9 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
+    code_at_start = code_version()  # servers start from the work tree: note any change
     log_dir = tempfile.mkdtemp(prefix="tilerouter-bench-remote-")
     results, setup, uploaded = run_all(ns, plan, log_dir)
-    print_report(ns, plan, setup, uploaded, results, started)
+    code_at_end = code_version()
+    code = code_at_start if code_at_end == code_at_start else (
+        f"{code_at_start} at start, {code_at_end} at the end: THE CODE CHANGED DURING THE RUN")
+    print_report(ns, plan, setup, uploaded, results, started, code)
     if ns.keep_logs or results.failed or any(r.summary.errors for r in results.trace):
         print(f"\nlogs: {log_dir}")
     else:
