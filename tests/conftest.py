@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import System, make_slides
+from tests.helpers import System, make_slides, running
 
 # real S3 (moto), nginx and the latency/fault proxy, for any test that names them
 # and a real PACS (Orthanc, DICOMweb) with DICOM slides made from the demo slide
@@ -23,24 +23,13 @@ def slide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def system(slide_root: Path) -> Iterator[System]:
-    sysm = System(slide_root, workers=2)
-    try:
-        sysm.start()
+    with running(System(slide_root, workers=2)) as sysm:
         yield sysm
-    finally:
-        sysm.stop()
 
 
 @pytest.fixture
 def fresh_system(slide_root: Path, request: pytest.FixtureRequest) -> Iterator[System]:
     """A system of its own for tests that kill or restart components."""
     overrides = getattr(request, "param", {})
-    sysm = System(slide_root, **{"workers": 2, **overrides})
-    try:
-        sysm.start()
+    with running(System(slide_root, **{"workers": 2, **overrides})) as sysm:
         yield sysm
-    except Exception:
-        print(sysm.logs()[-5000:])
-        raise
-    finally:
-        sysm.stop()

@@ -6,12 +6,14 @@ them too) and are re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +79,18 @@ def make_slides(root: Path) -> dict[str, Path]:
     shutil.copy(c, outside)
     os.symlink(outside, root / "escape.tiff")
     return {"a": a, "b": b, "c": c}
+
+
+@contextlib.contextmanager
+def running(sysm: System, start: bool = True) -> Iterator[System]:
+    """``sysm`` started (unless the caller starts its parts itself), its logs' tail shown if
+    anything fails, always stopped: the body of every system fixture."""
+    try:
+        if start:
+            sysm.start()
+        yield sysm
+    except Exception:
+        print(sysm.logs()[-5000:])
+        raise
+    finally:
+        sysm.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import System, wait_for
+from tests.helpers import System, running, wait_for
 
 TILES = [(10, c, r) for c in range(3) for r in range(2)] + [(11, 0, 0), (11, 1, 0)]
 
@@ -38,7 +38,7 @@ def two_gateways(slide_root: Path) -> Iterator[System]:
     metrics_dir = sysm.rundir / "metrics"
     metrics_dir.mkdir()
     sysm.env["TILEROUTER_METRICS_DIR"] = str(metrics_dir)
-    try:
+    with running(sysm, start=False):
         sysm.spawn("router", "router.cli")
         sysm.spawn("workers", "workers.launcher")
         sysm.spawn("gateway", "wsgateway.cli")
@@ -47,11 +47,6 @@ def two_gateways(slide_root: Path) -> Iterator[System]:
         wait_for(lambda: len(list(metrics_dir.glob("gateway-*.json"))) == 2, 30,
                  what="both gateways flushed metrics")
         yield sysm
-    except Exception:
-        print(sysm.logs()[-5000:])
-        raise
-    finally:
-        sysm.stop()
 
 
 def test_metrics_count_what_the_clients_got(two_gateways: System) -> None:

@@ -10,20 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import System, wait_for
+from tests.helpers import System, running, wait_for
 
 
 @pytest.fixture(scope="module")
 def json_system(slide_root: Path) -> Iterator[System]:
-    sysm = System(slide_root, workers=2, log_level="DEBUG", log_format="json")
-    try:
-        sysm.start()
+    with running(System(slide_root, workers=2, log_level="DEBUG", log_format="json")) as sysm:
         yield sysm
-    except Exception:
-        print(sysm.logs()[-5000:])
-        raise
-    finally:
-        sysm.stop()
 
 
 def log_lines(sysm: System) -> list[dict]:
