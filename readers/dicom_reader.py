@@ -25,8 +25,9 @@ from PIL import Image
 from wsidicom import WsiDicom
 from wsidicom.geometry import Point
 
-from config.errors import BadSlide, OutOfRange, SlideNotFound, TileRouterError
+from config.errors import BadSlide, SlideNotFound, TileRouterError
 from readers.base import READ_ERRORS, RegionRequest, SlideReader
+from readers.deepzoom_info import check_tile, describe
 from readers.dicom_frames import (
     JPEG_BASELINE,
     Associated,
@@ -218,30 +219,10 @@ class DicomReader(SlideReader):
         self._passthrough = passthrough and overlap == 0
 
     def describe(self) -> dict[str, Any]:
-        props = dict(self._slide.properties)
-        dz_dims = [list(d) for d in self._dz.level_dimensions]
-        width, height = dz_dims[-1]
-        return {
-            "slide": self.name, "width": width, "height": height,
-            "tile_size": self.tile_size, "overlap": self.overlap,
-            "dz_levels": self._dz.level_count, "dz_dimensions": dz_dims,
-            "dz_tiles": [list(t) for t in self._dz.level_tiles],
-            "level_dimensions": [list(d) for d in self._slide.level_dimensions],
-            "level_downsamples": list(self._slide.level_downsamples),
-            "vendor": "dicom",
-            "mpp_x": _float(props.get(openslide.PROPERTY_NAME_MPP_X)),
-            "mpp_y": _float(props.get(openslide.PROPERTY_NAME_MPP_Y)),
-            "objective_power": props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER),
-            "properties": props,
-            "associated": sorted(self._slide.associated_images),
-        }
+        return describe(self.name, self._slide, self._dz, self.tile_size, self.overlap, "dicom")
 
     def _check(self, level: int, col: int, row: int) -> None:
-        if not 0 <= level < self._dz.level_count:
-            raise OutOfRange(f"level {level} outside 0..{self._dz.level_count - 1}")
-        cols, rows = self._dz.level_tiles[level]
-        if not (0 <= col < cols and 0 <= row < rows):
-            raise OutOfRange(f"tile ({col}, {row}) outside level {level}'s {cols}x{rows} tiles")
+        check_tile(self._dz, level, col, row)
 
     def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
         """The stored JPEG frame when it is exactly this DeepZoom tile, else None."""
@@ -330,9 +311,3 @@ def _properties(wsi: WsiDicom, attrs: dict[str, Any]) -> dict[str, str]:
             props[f"dicom.{key}"] = str(value)
     return props
 
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

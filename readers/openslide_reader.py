@@ -9,8 +9,9 @@ import openslide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, UnidentifiedImageError
 
-from config.errors import BadSlide, OutOfRange, SlideNotFound
+from config.errors import BadSlide, SlideNotFound
 from readers.base import READ_ERRORS, RegionRequest, SlideReader
+from readers.deepzoom_info import check_tile, describe
 from readers.encode import encode_image
 from readers.formats import ASSOCIATED_QUALITY
 from readers.passthrough import VENDORS, PassthroughIndex
@@ -86,36 +87,10 @@ class OpenSlideReader(SlideReader):
         return self._stored.rendered if self._stored is not None else 0
 
     def describe(self) -> dict[str, Any]:
-        props = dict(self._slide.properties)
-        dz_dims = [list(d) for d in self._dz.level_dimensions]
-        width, height = dz_dims[-1]
-        return {
-            "slide": self.name,
-            "width": width,
-            "height": height,
-            "tile_size": self.tile_size,
-            "overlap": self.overlap,
-            "dz_levels": self._dz.level_count,
-            "dz_dimensions": dz_dims,
-            "dz_tiles": [list(t) for t in self._dz.level_tiles],
-            "level_dimensions": [list(d) for d in self._slide.level_dimensions],
-            "level_downsamples": list(self._slide.level_downsamples),
-            "vendor": props.get(openslide.PROPERTY_NAME_VENDOR),
-            "mpp_x": _float(props.get(openslide.PROPERTY_NAME_MPP_X)),
-            "mpp_y": _float(props.get(openslide.PROPERTY_NAME_MPP_Y)),
-            "objective_power": props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER),
-            "properties": props,
-            "associated": sorted(self._slide.associated_images),
-        }
+        return describe(self.name, self._slide, self._dz, self.tile_size, self.overlap)
 
     def check_tile(self, level: int, col: int, row: int) -> None:
-        if not 0 <= level < self._dz.level_count:
-            raise OutOfRange(f"level {level} outside 0..{self._dz.level_count - 1}")
-        cols, rows = self._dz.level_tiles[level]
-        if not (0 <= col < cols and 0 <= row < rows):
-            raise OutOfRange(
-                f"tile ({col}, {row}) outside level {level}'s {cols}x{rows} tiles"
-            )
+        check_tile(self._dz, level, col, row)
 
     def stored_tile(self, level: int, col: int, row: int) -> bytes | None:
         if self._passthrough is None:
@@ -181,9 +156,3 @@ class OpenSlideReader(SlideReader):
         if self._stored is not None:
             self._stored.close()
 
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -1,0 +1,57 @@
+"""What every reader built on DeepZoomGenerator says about a slide, and its tile bounds.
+
+Readers hand ``DeepZoomGenerator`` an object with OpenSlide's slide API (an OpenSlide
+handle, or an adapter over DICOM frames), so the ``info`` reply and the out-of-range
+check are the same for all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openslide
+
+from config.errors import OutOfRange
+
+
+def describe(name: str, slide: Any, dz: Any, tile_size: int, overlap: int,
+             vendor: str | None = None) -> dict[str, Any]:
+    """The ``info`` reply: DeepZoom geometry, levels, vendor, MPP, properties, images.
+    ``vendor`` overrides the slide's own ``openslide.vendor`` property."""
+    props = dict(slide.properties)
+    dz_dims = [list(d) for d in dz.level_dimensions]
+    width, height = dz_dims[-1]
+    return {
+        "slide": name,
+        "width": width,
+        "height": height,
+        "tile_size": tile_size,
+        "overlap": overlap,
+        "dz_levels": dz.level_count,
+        "dz_dimensions": dz_dims,
+        "dz_tiles": [list(t) for t in dz.level_tiles],
+        "level_dimensions": [list(d) for d in slide.level_dimensions],
+        "level_downsamples": list(slide.level_downsamples),
+        "vendor": vendor or props.get(openslide.PROPERTY_NAME_VENDOR),
+        "mpp_x": _float(props.get(openslide.PROPERTY_NAME_MPP_X)),
+        "mpp_y": _float(props.get(openslide.PROPERTY_NAME_MPP_Y)),
+        "objective_power": props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER),
+        "properties": props,
+        "associated": sorted(slide.associated_images),
+    }
+
+
+def check_tile(dz: Any, level: int, col: int, row: int) -> None:
+    """OutOfRange unless (level, col, row) is a tile of ``dz``."""
+    if not 0 <= level < dz.level_count:
+        raise OutOfRange(f"level {level} outside 0..{dz.level_count - 1}")
+    cols, rows = dz.level_tiles[level]
+    if not (0 <= col < cols and 0 <= row < rows):
+        raise OutOfRange(f"tile ({col}, {row}) outside level {level}'s {cols}x{rows} tiles")
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
