@@ -14,11 +14,11 @@ import logging
 import posixpath
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
+
+import requests
 
 from config.errors import Forbidden, SlideNotFound, TileRouterError, Unavailable
 from readers.fetch_cache import FetchCache
@@ -52,6 +52,7 @@ class RemoteStore:
         elif self.scheme in ("http", "https"):
             self.base = url.rstrip("/")
             self.fs = _http_filesystem(timeout)
+            self._session = requests.Session()
         else:
             raise ValueError(f"unsupported store URL scheme {self.scheme!r}")
         self.round_trips = 0  # remote calls, each one round trip of latency (a batch counts once)
@@ -138,20 +139,19 @@ class RemoteStore:
         return info
 
     def _http_head(self, url: str) -> dict[str, Any]:
-        """Size and ETag from a HEAD: 404/410 is "no such object" (FileNotFoundError),
-        any other failure is an error to retry (fsspec's own ``info`` reports a 5xx as a
-        missing file)."""
-        request = urllib.request.Request(url, method="HEAD")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                headers = resp.headers
-        except urllib.error.HTTPError as exc:
-            if exc.code in (404, 410):
-                raise FileNotFoundError(rel_of(url)) from None
-            raise OSError(f"HTTP {exc.code}") from None
-        size = headers.get("Content-Length")
-        return {"size": int(size) if size is not None else None, "ETag": headers.get("ETag"),
-                "LastModified": headers.get("Last-Modified")}
+        """Size and ETag from a HEAD on a kept-alive connection (a new one would cost a
+        handshake round trip per open): 404/410 is "no such object" (FileNotFoundError),
+        any other failure an error to retry (fsspec's own ``info`` calls a 5xx a missing
+        file)."""
+        resp = self._session.head(url, timeout=self.timeout, allow_redirects=True)
+        if resp.status_code in (404, 410):
+            raise FileNotFoundError(rel_of(url))
+        if resp.status_code >= 300:
+            raise OSError(f"HTTP {resp.status_code}")
+        size = resp.headers.get("Content-Length")
+        return {"size": int(size) if size is not None else None,
+                "ETag": resp.headers.get("ETag"),
+                "LastModified": resp.headers.get("Last-Modified")}
 
     def _list_s3(self) -> list[dict[str, object]]:
         found = self._call("", self.fs.find, self.base, detail=True)

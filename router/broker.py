@@ -137,6 +137,7 @@ class Broker:
         for worker in list(self.registry.workers.values()):
             self._prefetch(worker)  # idle time may have begun since the last reply
         if now >= self._next_heartbeat:
+            self.policy.adapt(self.registry)
             self.send_heartbeats()
             self._next_heartbeat = now + self.settings.heartbeat_interval
             self.snapshot = self.stats()

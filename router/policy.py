@@ -20,6 +20,10 @@ def rendezvous_score(slide: str, identity: bytes) -> int:
     return int.from_bytes(digest, "big")
 
 
+OPENS_WORTH = 5  # cache-aware: affinity may hold a request this many slide opens longer
+MAX_ADAPTED_WAIT = 2.0  # seconds
+
+
 class Policy:
     name = "base"
 
@@ -30,6 +34,9 @@ class Policy:
              ) -> Task | None:
         """Oldest waiting request, if the worker has room (FIFO policies)."""
         return queue.pop_oldest() if worker.has_room else None
+
+    def adapt(self, registry: Registry) -> None:
+        """Follow what the workers report (called about once a heartbeat)."""
 
 
 class CacheAwarePolicy(Policy):
@@ -50,7 +57,18 @@ class CacheAwarePolicy(Policy):
     name = "cache-aware"
 
     def __init__(self, max_affinity_wait: float = 0.1) -> None:
+        self.base_wait = max_affinity_wait
         self.max_affinity_wait = max_affinity_wait
+
+    def adapt(self, registry: Registry) -> None:
+        """The affinity bound is worth at least ``OPENS_WORTH`` slide opens, at what an open
+        costs the workers now: a slide from a remote store takes round trips to open
+        (0.1-0.2 s at 20 ms RTT) and every needless open also evicts another slide's
+        fetched data, where a local open costs a few ms. Capped at ``MAX_ADAPTED_WAIT``."""
+        opened = sum(w.reader_opens for w in registry.workers.values())
+        seconds = sum(w.open_seconds for w in registry.workers.values())
+        mean = seconds / opened if opened else 0.0
+        self.max_affinity_wait = max(self.base_wait, min(MAX_ADAPTED_WAIT, OPENS_WORTH * mean))
 
     def choose(self, task: Task, registry: Registry) -> WorkerState | None:
         if task.slide is not None:

@@ -56,6 +56,7 @@ class WorkerState:
     decoded_hits: int = 0  # the worker's decoded stored-tile cache (readers/stored_levels)
     decoded_misses: int = 0
     reader_opens: int = 0
+    open_seconds: float = 0.0  # time the worker spent opening slides, as it reported
     busy_since: float | None = None
     busy_seconds: float = 0.0
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # render latency, cache bytes
@@ -73,6 +74,9 @@ class WorkerState:
         if load >= 0 and mine >= 0:  # a worker that serves several routers
             self.external = max(0, min(load - mine, self.capacity))
         self.reader_opens = _int(header.get("opens"), self.reader_opens)
+        open_s = header.get("open_s")
+        if isinstance(open_s, (int, float)) and not isinstance(open_s, bool) and open_s >= 0:
+            self.open_seconds = float(open_s)
         if "m" in header:
             self.metrics.update(header["m"])
         cache = header.get("cache")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from cachetools import LRUCache
@@ -36,12 +37,15 @@ class ReaderCache:
         self._on_change = on_change or (lambda: None)
         self._lru = _ClosingLRU(maxsize, self._evicted)
         self.opens = 0
+        self.open_seconds = 0.0  # spent in successful opens (the router sizes affinity by it)
         self.evictions = 0
 
     def get(self, slide: str) -> SlideReader:
         reader = self._lru.get(slide)
         if reader is None:
+            started = time.monotonic()
             reader = self._opener(slide)
+            self.open_seconds += time.monotonic() - started
             self.opens += 1
             self._lru[slide] = reader
             log.debug("opened %s (%d open)", slide, len(self._lru))

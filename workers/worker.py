@@ -98,6 +98,7 @@ class Worker:
         link.told_external = load - link.pending
         progress = {"slides": list(self._slides), "served": self.served,
                     "opens": self.handler.readers.opens,
+                    "open_s": round(self.handler.readers.open_seconds, 4),
                     "cache": {"hits": tiles.hits, "misses": tiles.misses},
                     "load": load, "mine": link.pending}
         if decoded is not None:

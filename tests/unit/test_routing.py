@@ -455,3 +455,27 @@ def test_equally_loaded_holders_split_a_slide_by_tile_neighbourhood() -> None:
     assert set(owners.values()) == {a, b}
     load(reg, a, 1, slide="s")  # unequal load: the least loaded holder wins regardless
     assert all(policy.choose(tile(c, r), reg) is b for c, r in owners)
+
+
+def test_affinity_bound_follows_what_opening_a_slide_costs() -> None:
+    """Slow (remote) opens stretch the cache-aware affinity bound; cheap ones leave it."""
+    policy = CacheAwarePolicy(max_affinity_wait=0.1)
+    reg = Registry()
+    a, b = WorkerState(b"a", capacity=2), WorkerState(b"b", capacity=2)
+    reg.add(a)
+    reg.add(b)
+    policy.adapt(reg)
+    assert policy.max_affinity_wait == 0.1  # nothing opened yet
+    a.update({"opens": 8, "open_s": 0.04}, 64)  # local disk: 5 ms an open
+    b.update({"opens": 2, "open_s": 0.01}, 64)
+    policy.adapt(reg)
+    assert policy.max_affinity_wait == 0.1
+    a.update({"opens": 10, "open_s": 1.6}, 64)  # a remote store: 0.16 s an open
+    b.update({"opens": 10, "open_s": 1.6}, 64)
+    policy.adapt(reg)
+    assert policy.max_affinity_wait == pytest.approx(0.8)
+    a.update({"opens": 1, "open_s": 9.0}, 64)
+    policy.adapt(reg)
+    assert policy.max_affinity_wait == 2.0  # capped
+    a.update({"open_s": True}, 64)  # a wrong type keeps the last value
+    assert a.open_seconds == 9.0
