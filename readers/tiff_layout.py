@@ -23,7 +23,6 @@ class MirrorUnsuitable(Exception):
     (another vendor, levels that are not plain tiled directories): fetch it whole."""
 
 
-SMALL_LEVEL_BYTES = 1 << 20  # tiled directories this small are fetched whole at open
 MARGIN = 1  # level pixels read around a region: OpenSlide may sample one beyond it
 
 
@@ -67,12 +66,9 @@ class RemoteTiff:
             self.tiled, self.stripped = _parse(self.mirror)
             if not self.tiled:
                 raise ValueError("no tiled directory: not a pyramidal TIFF")
-            # OpenSlide hashes its lowest-resolution level's tiles at open: fetch the
-            # smallest tiled directory, and every small one in case that is not a level
+            # OpenSlide hashes its lowest-resolution level's tiles at open
             smallest = min(self.tiled.values(), key=lambda p: p.width * p.height)
-            small = [p for p in self.tiled.values()
-                     if p is smallest or sum(p.counts) <= SMALL_LEVEL_BYTES]
-            self.mirror.ensure([r for p in small + self.stripped for r in p.ranges()])
+            self.mirror.ensure(smallest.ranges() + [r for p in self.stripped for r in p.ranges()])
             self.mirror.pin()
         except BaseException:
             self.mirror.close()
