@@ -11,7 +11,7 @@ from typing import Any
 
 import openslide
 
-from config.errors import OutOfRange
+from config.errors import OutOfRange, SlideNotFound
 
 
 def describe(name: str, slide: Any, dz: Any, tile_size: int, overlap: int,
@@ -48,6 +48,18 @@ def check_tile(dz: Any, level: int, col: int, row: int) -> None:
     cols, rows = dz.level_tiles[level]
     if not (0 <= col < cols and 0 <= row < rows):
         raise OutOfRange(f"tile ({col}, {row}) outside level {level}'s {cols}x{rows} tiles")
+
+
+def associated_image(slide: Any, name: str, size: int, slide_name: str) -> Any:
+    """The thumbnail or a named associated image, fitted in ``size`` x ``size``;
+    SlideNotFound for a name the slide does not have."""
+    if name == "thumbnail":
+        return slide.get_thumbnail((size, size))
+    if name not in slide.associated_images:
+        raise SlideNotFound(f"{slide_name!r} has no associated image {name!r}")
+    image = slide.associated_images[name]
+    image.thumbnail((size, size))
+    return image
 
 
 def _float(value: str | None) -> float | None:

@@ -25,9 +25,9 @@ from PIL import Image
 from wsidicom import WsiDicom
 from wsidicom.geometry import Point
 
-from config.errors import BadSlide, SlideNotFound, TileRouterError
+from config.errors import BadSlide, TileRouterError
 from readers.base import READ_ERRORS, RegionRequest, SlideReader
-from readers.deepzoom_info import check_tile, describe
+from readers.deepzoom_info import associated_image, check_tile, describe
 from readers.dicom_frames import (
     JPEG_BASELINE,
     Associated,
@@ -266,13 +266,7 @@ class DicomReader(SlideReader):
 
     def associated(self, name: str, size: int) -> bytes:
         try:
-            if name == "thumbnail":
-                image = self._slide.get_thumbnail((size, size))
-            else:
-                if name not in self._slide.associated_images:
-                    raise SlideNotFound(f"{self.name!r} has no associated image {name!r}")
-                image = self._slide.associated_images[name]
-                image.thumbnail((size, size))
+            image = associated_image(self._slide, name, size, self.name)
             return encode_image(image, "jpeg", ASSOCIATED_QUALITY)
         except READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {type(exc).__name__}") from None

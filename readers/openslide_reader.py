@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from config.errors import BadSlide, SlideNotFound
 from readers.base import READ_ERRORS, RegionRequest, SlideReader
-from readers.deepzoom_info import check_tile, describe
+from readers.deepzoom_info import associated_image, check_tile, describe
 from readers.encode import encode_image
 from readers.formats import ASSOCIATED_QUALITY
 from readers.passthrough import VENDORS, PassthroughIndex
@@ -132,17 +132,11 @@ class OpenSlideReader(SlideReader):
 
     def associated(self, name: str, size: int) -> bytes:
         try:
-            if name == "thumbnail":
-                if self._remote is not None:  # get_thumbnail reads this level whole
-                    dims = self._slide.dimensions
-                    self._remote.ensure_level(self._slide.get_best_level_for_downsample(
-                        max(dims[0] / size, dims[1] / size)))
-                image = self._slide.get_thumbnail((size, size))
-            else:
-                if name not in self._slide.associated_images:
-                    raise SlideNotFound(f"{self.name!r} has no associated image {name!r}")
-                image = self._slide.associated_images[name]
-                image.thumbnail((size, size))
+            if name == "thumbnail" and self._remote is not None:  # it reads a level whole
+                dims = self._slide.dimensions
+                self._remote.ensure_level(self._slide.get_best_level_for_downsample(
+                    max(dims[0] / size, dims[1] / size)))
+            image = associated_image(self._slide, name, size, self.name)
             return encode_image(image, "jpeg", ASSOCIATED_QUALITY)
         except READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {exc}") from None
