@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .load import Budget, HttpConnection, LoadPlan, LoadResult, Outcome, http_error_code, run_lane
+from .load import Budget, HttpViewer, LoadPlan, LoadResult, run_lane
 from .procs import spawn, stop_group
 from .remote_servers import S3_KEY, S3_SECRET
 from .trace import TileRequest
@@ -137,30 +137,6 @@ class S3fsMount:
 # --- the viewer trace against a server with its own URL scheme ------------------------------
 
 
-class PathViewer:
-    """``lanes`` keep-alive connections (reopened when the server closes one), each tile
-    fetched at ``path(tile)``: load.HttpViewer for another server's URLs."""
-
-    def __init__(self, port: int, lanes: int, path: Callable[[TileRequest], str]) -> None:
-        self.path = path
-        self.connections = [HttpConnection("127.0.0.1", port) for _ in range(lanes)]
-
-    async def fetch(self, request: TileRequest, lane: int) -> Outcome:
-        conn = self.connections[lane]
-        try:
-            status, body = await conn.get(self.path(request))
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError):
-            await conn.close()
-            return Outcome(False, code="conn_error")
-        if status == 200:
-            return Outcome(True, len(body))
-        return Outcome(False, code=http_error_code(status, body))
-
-    async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.connections))
-
-
 async def run_path_load(port: int, traces: Sequence[Any], plan: LoadPlan,
                         path: Callable[[TileRequest], str]) -> LoadResult:
     """load.run_load over HTTP with ``path`` for the URLs."""
@@ -169,7 +145,7 @@ async def run_path_load(port: int, traces: Sequence[Any], plan: LoadPlan,
     started = time.perf_counter()
 
     async def viewer(v: int, trace: Any) -> None:
-        client = PathViewer(port, plan.inflight, path)
+        client = HttpViewer(f"http://127.0.0.1:{port}", plan.inflight, path)
         try:
             await asyncio.gather(*(run_lane(client, lane, v, trace, budget, plan, result)
                                    for lane in range(plan.inflight)))

@@ -20,7 +20,7 @@ import logging
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote
@@ -212,17 +212,20 @@ def http_error_code(status: int, body: bytes) -> str:
 
 
 class HttpViewer:
-    """``lanes`` keep-alive connections; lane i always uses connection i."""
+    """``lanes`` keep-alive connections; lane i always uses connection i. Each tile is
+    fetched at ``path(tile)`` (tilerouter's DeepZoom URL unless another server's)."""
 
-    def __init__(self, base_url: str, lanes: int) -> None:
+    def __init__(self, base_url: str, lanes: int,
+                 path: Callable[[TileRequest], str] | None = None) -> None:
         hostport = base_url.removeprefix("http://")
         host, _, port = hostport.partition(":")
         self.connections = [HttpConnection(host, int(port)) for _ in range(lanes)]
+        self.path = path or tile_path
 
     async def fetch(self, request: TileRequest, lane: int) -> Outcome:
         conn = self.connections[lane]
         try:
-            status, body = await conn.get(tile_path(request))
+            status, body = await conn.get(self.path(request))
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError) as exc:
             log.debug("http request failed: %r", exc)
