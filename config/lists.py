@@ -27,3 +27,15 @@ def parse_cpu_list(text: str) -> frozenset[int]:
             raise ValueError(part)
         cpus.update(range(lo, hi + 1))
     return frozenset(cpus)
+
+
+def parse_worker_range(text: str) -> tuple[int, int]:
+    """``'1:4'`` -> (1, 4): the ``--workers MIN:MAX`` of an elastic pool (the launcher
+    starts MIN and grows to MAX under load); ValueError if bad."""
+    first, sep, last = text.partition(":")
+    if not sep:
+        raise ValueError(text)
+    low, high = int(first), int(last)
+    if not 1 <= low <= high:
+        raise ValueError(text)
+    return low, high

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from config.errors import ConfigError
-from config.lists import parse_cpu_list
+from config.lists import parse_cpu_list, parse_worker_range
 from config.settings_check import FORMATS, POLICIES, validate  # noqa: F401  (re-exported)
 
 ENV_PREFIX = "TILEROUTER_"
@@ -88,7 +88,14 @@ class Settings:
     stats_port: int = field(default=8089, metadata={"help": "router stats HTTP port (0=off)"})
     # Workers
     workers: int = field(default=0, metadata={"help": "worker processes (0 = one per CPU of "
-                                                       "worker_cpus, else per CPU)"})
+                                                       "worker_cpus, else per CPU); MIN:MAX "
+                                                       "= an elastic pool"})
+    workers_max: int = field(default=0, metadata={"help": "elastic pool's most workers (set "
+                                                           "by --workers MIN:MAX; 0 = fixed)"})
+    scale_up_wait: float = field(default=0.2, metadata={
+        "help": "elastic pool: seconds a request may wait in a router before a worker starts"})
+    worker_idle_exit: float = field(default=30.0, metadata={
+        "help": "elastic pool: seconds a worker beyond MIN stays idle before it exits"})
     worker_capacity: int = field(default=2, metadata={"help": "requests in flight per worker"})
     worker_cpus: str = field(
         default="", metadata={"help": "CPUs the workers run on, e.g. '1' or '2-3,5' ('' = any); "
@@ -182,6 +189,11 @@ class Settings:
         return self.workers or len(self.worker_cpu_set) or os.cpu_count() or 1
 
     @property
+    def worker_max(self) -> int:
+        """Most workers a launcher runs: ``worker_count`` unless the pool is elastic."""
+        return max(self.workers_max, self.worker_count)
+
+    @property
     def gateway_count(self) -> int:
         """Gateway processes for ``serve`` when not configured.
 
@@ -252,6 +264,21 @@ def _coerce(name: str, kind: type, raw: Any) -> Any:
         ) from None
 
 
+def _put(values: dict[str, Any], name: str, kind: type, raw: Any) -> None:
+    """One source's value; ``workers`` may be ``MIN:MAX`` (an elastic pool: both fields),
+    and a plain ``N`` from a later source means a fixed pool again."""
+    if name == "workers" and isinstance(raw, str) and ":" in raw:
+        try:
+            values["workers"], values["workers_max"] = parse_worker_range(raw)
+        except ValueError:
+            raise ConfigError(f"setting 'workers': expected N or MIN:MAX with 1 <= MIN <= "
+                              f"MAX, got {raw!r}") from None
+        return
+    values[name] = _coerce(name, kind, raw)
+    if name == "workers":
+        values["workers_max"] = 0
+
+
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
@@ -293,14 +320,14 @@ def load_settings(
             name = key.replace("-", "_")
             if name not in types:
                 raise ConfigError(f"config file {config_file!r}: unknown setting '{key}'")
-            values[name] = _coerce(name, types[name], raw)
+            _put(values, name, types[name], raw)
     for name, kind in types.items():
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None:
-            values[name] = _coerce(name, kind, raw)
+            _put(values, name, kind, raw)
     for name, raw in arg_map.items():
         if raw is not None and name in types:
-            values[name] = _coerce(name, types[name], raw)
+            _put(values, name, types[name], raw)
     return Settings(**values)
 
 

@@ -25,6 +25,10 @@ def validate(s: Any) -> None:
     need(0 <= s.port <= 65535, "port", "must be 0..65535")
     need(0 <= s.stats_port <= 65535, "stats_port", "must be 0..65535")
     need(s.workers >= 0, "workers", "must be >= 0")
+    need(s.workers_max == 0 or s.workers_max >= max(1, s.workers), "workers_max",
+         "must be 0 (fixed pool) or >= workers (MIN:MAX)")
+    need(0 < s.scale_up_wait <= 60, "scale_up_wait", "must be in (0, 60]")
+    need(0 < s.worker_idle_exit <= 86400, "worker_idle_exit", "must be in (0, 86400]")
     need(0 <= s.gateways <= 64, "gateways", "must be 0..64")
     need(s.worker_capacity >= 1, "worker_capacity", "must be >= 1")
     try:
