@@ -76,6 +76,8 @@ class Settings:
         default="tcp://127.0.0.1:5556", metadata={
             "help": "router endpoint for workers (comma-separated: a worker serves every "
                     "router listed)"})
+    router_dns_interval: float = field(default=5.0, metadata={
+        "help": "seconds between re-resolving dns+tcp://NAME:PORT router endpoints"})
     routers: int = field(default=1, metadata={
         "help": "routers 'serve' starts; slides are sharded over them, any one may die"})
     host: str = field(default="127.0.0.1", metadata={"help": "gateway bind address"})
@@ -115,6 +117,11 @@ class Settings:
     )
     open_latency: float = field(
         default=0.0, metadata={"help": "extra seconds per slide open (benchmarks: slow storage)"}
+    )
+    bench_tiles_by_position: bool = field(
+        default=False, metadata={"help": "benchmarks only: the tile cache keys tiles by "
+                                         "level/col/row/format alone, so every slide id (copies "
+                                         "of one slide) shares them and a render is rare"}
     )
     # Routing and liveness
     policy: str = field(default="cache-aware", metadata={"help": "routing policy"})

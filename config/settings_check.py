@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from config.endpoints import parse_dns_endpoint, uses_dns
 from config.errors import ConfigError
 from config.lists import STORE_NAME, endpoint_list, parse_cpu_list, store_entries
 
@@ -43,6 +44,8 @@ def validate(s: Any) -> None:
     need(s.openslide_cache_bytes >= 0, "openslide_cache_bytes", "must be >= 0")
     need(s.decoded_cache_bytes >= 0, "decoded_cache_bytes", "must be >= 0")
     need(0 <= s.open_latency <= 60, "open_latency", "must be 0..60")
+    need(not s.bench_tiles_by_position or s.tile_cache_bytes > 0, "bench_tiles_by_position",
+         "needs a tile cache (tile_cache_bytes > 0)")
     need(s.remote_cache_bytes > 0, "remote_cache_bytes", "must be > 0")
     need(0 < s.remote_timeout <= 600, "remote_timeout", "must be in (0, 600]")
     need(0 <= s.remote_retries <= 10, "remote_retries", "must be 0..10")
@@ -74,10 +77,17 @@ def validate(s: Any) -> None:
         need(bool(eps), name, "must name at least one endpoint")
         for ep in eps:
             scheme, sep, rest = ep.partition("://")
-            need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc"), name,
-                 "must be tcp://HOST:PORT or ipc://PATH (comma-separated for several)")
-    need(len(endpoint_list(s.frontend)) == len(endpoint_list(s.backend)), "backend",
-         "must list as many routers as frontend")
+            need(bool(sep and rest) and scheme in ("tcp", "ipc", "inproc", "dns+tcp"), name,
+                 "must be tcp://HOST:PORT, ipc://PATH or dns+tcp://NAME:PORT "
+                 "(comma-separated for several)")
+            try:
+                parse_dns_endpoint(ep)
+            except ValueError as exc:
+                need(False, name, str(exc))
+    if not uses_dns(s.frontend) and not uses_dns(s.backend):  # a name's count varies
+        need(len(endpoint_list(s.frontend)) == len(endpoint_list(s.backend)), "backend",
+             "must list as many routers as frontend")
+    need(0 < s.router_dns_interval <= 3600, "router_dns_interval", "must be in (0, 3600]")
     need(1 <= s.routers <= 16, "routers", "must be 1..16")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")
     need(s.log_format in ("text", "json"), "log_format", "must be text or json")

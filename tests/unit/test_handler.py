@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from config.errors import ConfigError
 from config.settings import Settings
 from workers.handler import RequestHandler
 
@@ -135,3 +136,18 @@ def test_list_pages_and_filters_by_folder(handler: RequestHandler) -> None:
     folder = paths[-1].rsplit("/", 1)[0] + "/" if "/" in paths[-1] else paths[-1]
     sub = handler.handle({"op": "list", "prefix": folder})[0]
     assert sub["slides"] and all(s["path"].startswith(folder) for s in sub["slides"])
+
+
+def test_bench_tiles_by_position_shares_tiles_across_slide_ids(unit_root: Path) -> None:
+    """The benchmark knob: a tile of another slide id at the same position is a cache hit
+    (one render for every copy of a slide); without it the slide is part of the key."""
+    h = RequestHandler(Settings(slides=str(unit_root), bench_tiles_by_position=True))
+    try:
+        first, data = h.safe_handle(_tile("a.tiff", 9, 0, 0))
+        again, same = h.safe_handle(_tile("sub/b.tiff", 9, 0, 0))
+        assert "cached" not in first and again.get("cached") is True and same == data
+        assert h.readers.opens == 1
+    finally:
+        h.close()
+    with pytest.raises(ConfigError, match="bench_tiles_by_position"):
+        Settings(bench_tiles_by_position=True, tile_cache_bytes=0)
