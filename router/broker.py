@@ -391,8 +391,8 @@ class Broker:
             self._answer_error(task.gateway, task.rid, Timeout("request deadline passed"))
 
     def send_heartbeats(self) -> None:
-        for worker in list(self.registry.workers.values()):
-            if not self._send_worker(worker, protocol.HEARTBEAT, {}):
+        for worker in list(self.registry.workers.values()):  # with the queue's pressure
+            if not self._send_worker(worker, protocol.HEARTBEAT, self.queue.pressure()):
                 self.remove_worker(worker.identity, Removal.UNREACHABLE)
 
     def stats(self) -> dict[str, Any]:  # the mmi.stats internal service

@@ -11,6 +11,7 @@ Commands
   REPLY      worker->router {tid, ok, ..., slides, cache}; router->gateway {rid, ok, ...}
   REGISTER   worker->router {pid, host, capacity, slides, cache}
   HEARTBEAT  both ways; a worker's carries the same state as REGISTER,
+             the router's to a worker {waiting, oldest} (its wait queue),
              a gateway's is echoed by the router (liveness check)
   DISCONNECT either side is leaving
 

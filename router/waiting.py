@@ -6,8 +6,10 @@ of task ids; ids already taken are skipped lazily.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from typing import Any
 
 from router.registry import Task
 
@@ -35,6 +37,16 @@ class WaitQueue:
     def remove(self, task: Task) -> None:
         self._order.pop(task.tid, None)
         self._head(task.slide)  # drop stale ids at the front of its slide's deque
+
+    def pressure(self) -> dict[str, Any]:
+        """What the router's heartbeats tell workers: requests waiting here and the oldest
+        one's wait (s). Workers pass it to their launcher, which grows an elastic pool when
+        requests wait too long (workers/elastic.py)."""
+        oldest = self.peek_oldest()
+        if oldest is None:
+            return {"waiting": 0, "oldest": 0.0}
+        return {"waiting": len(self._order),
+                "oldest": round(time.monotonic() - oldest.created, 3)}
 
     def peek_oldest(self) -> Task | None:
         return next(iter(self._order.values()), None)

@@ -38,6 +38,7 @@ from config.settings import Settings
 from router import protocol
 from router.curve import secure_client
 from workers.handler import RequestHandler
+from workers.load_report import LoadReport
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Worker:
         self._queue: deque[tuple[_Link, dict[str, Any]]] = deque()
         self._sock_lock = threading.Lock()  # see the module docstring
         self._finished = threading.Event()  # ends the heartbeat thread
+        self.load_report = LoadReport.from_env(settings.heartbeat_expiry)  # elastic pools
 
     # --- state reported to the routers ----------------------------------------------------
 
@@ -203,6 +205,7 @@ class Worker:
         waking at every render."""
         interval = self.settings.heartbeat_interval
         while not self._finished.wait(interval / 4):
+            self.load_report.write(sum(ln.pending for ln in self._links), self.served)
             if not self._sock_lock.acquire(blocking=False):
                 continue
             try:
@@ -248,6 +251,8 @@ class Worker:
         if msg.command == protocol.REQUEST:
             self._queue.append((link, msg.header))
             link.pending += 1
+        elif msg.command == protocol.HEARTBEAT:  # the router's wait queue, for our launcher
+            self.load_report.router_said(link.endpoint, msg.header)
         elif msg.command == protocol.DISCONNECT:
             log.info("router %s asked us to reconnect", link.endpoint)
             self._disconnect(link)
