@@ -6,6 +6,7 @@ import os
 
 import zmq
 
+from config.endpoints import DNS_SCHEME, wants_ipv6
 from config.errors import ConfigError
 from config.lists import endpoint_list
 from config.settings import Settings
@@ -32,6 +33,11 @@ def bind_endpoint(sock: zmq.Socket, endpoint: str) -> str:
     binds one endpoint each side: a list (for gateways and workers) is a ConfigError."""
     if len(endpoint_list(endpoint)) != 1:
         raise ConfigError(f"a router binds one endpoint, not {endpoint!r}")
+    if endpoint.startswith(DNS_SCHEME):
+        raise ConfigError(f"a router binds tcp://ADDRESS:PORT, not {endpoint!r} (dns+tcp:// "
+                          "names the routers for gateways and workers)")
+    if wants_ipv6(endpoint):
+        sock.setsockopt(zmq.IPV6, 1)
     if endpoint.startswith("ipc://"):
         os.makedirs(os.path.dirname(endpoint[6:]) or ".", exist_ok=True)
     sock.bind(endpoint)

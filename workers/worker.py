@@ -32,8 +32,8 @@ from typing import Any
 
 import zmq
 
+from config.endpoints import ResolverThread, RouterEndpoints, changes, wants_ipv6
 from config.errors import ProtocolError
-from config.lists import endpoint_list
 from config.settings import Settings
 from router import protocol
 from router.curve import secure_client
@@ -77,8 +77,11 @@ class Worker:
         self.served = 0
         self.errors = 0
         self._slides: tuple[str, ...] = ()
+        # dns+tcp:// routers are re-resolved on their own thread (config/endpoints.py)
+        self._routers = ResolverThread(RouterEndpoints(settings.backend),
+                                       settings.router_dns_interval)
         self._links = [_Link(ep, settings.heartbeat_interval)
-                       for ep in endpoint_list(settings.backend)]
+                       for ep in self._routers.endpoints.resolve()]
         self._queue: deque[tuple[_Link, dict[str, Any]]] = deque()
         self._sock_lock = threading.Lock()  # see the module docstring
         self._finished = threading.Event()  # ends the heartbeat thread
@@ -120,6 +123,8 @@ class Worker:
         sock.setsockopt(zmq.IDENTITY, self.identity)
         sock.setsockopt(zmq.LINGER, 0)
         secure_client(sock, self.settings)
+        if wants_ipv6(link.endpoint):
+            sock.setsockopt(zmq.IPV6, 1)
         sock.connect(link.endpoint)
         link.sock = sock
         link.reconnect_at = None
@@ -153,6 +158,7 @@ class Worker:
         for link in self._links:
             self._connect(link)
         beater.start()
+        self._routers.start()
         poll_ms = max(1, min(int(self.settings.heartbeat_interval * 1000), 250))
         try:
             while not self.stop.is_set():
@@ -163,6 +169,7 @@ class Worker:
                 if self._queue:
                     self._serve(*self._queue.popleft())
         finally:
+            self._routers.stop()
             # what the routers already sent us is answered before we leave (each router
             # retries anything else elsewhere once it reads our DISCONNECT)
             with contextlib.suppress(zmq.ZMQError):
@@ -185,6 +192,7 @@ class Worker:
 
     def _keep_links(self, now: float) -> None:
         """Heartbeats due, silent routers dropped, dropped ones reconnected after backoff."""
+        self._follow_routers()
         for link in self._links:
             if link.sock is None:
                 if link.reconnect_at is not None and now >= link.reconnect_at:
@@ -198,6 +206,29 @@ class Worker:
                                    self.settings.heartbeat_interval * MAX_BACKOFF_FACTOR)
             elif now >= link.next_heartbeat:
                 self._send(link, protocol.HEARTBEAT, self.state(link))
+
+    def _follow_routers(self) -> None:
+        """Routers that joined the dns+tcp name get this worker; one that left is told
+        DISCONNECT (its router re-sends our share of its requests elsewhere), and what it
+        had queued here is dropped, not rendered for nobody."""
+        endpoints = self._routers.take()
+        if endpoints is None:
+            return
+        added, removed = changes([ln.endpoint for ln in self._links], endpoints)
+        for link in [ln for ln in self._links if ln.endpoint in removed]:
+            self._links = [ln for ln in self._links if ln is not link]
+            self._queue = deque(item for item in self._queue if item[0] is not link)
+            link.pending = 0
+            with contextlib.suppress(zmq.ZMQError):
+                self._send(link, protocol.DISCONNECT, {})
+            if link.sock is not None:
+                link.sock.close(linger=int(1000 * min(1.0, self.settings.heartbeat_interval)))
+                link.sock = None
+            log.info("router %s left", link.endpoint)
+        for endpoint in added:
+            link = _Link(endpoint, self.settings.heartbeat_interval)
+            self._links = [*self._links, link]
+            self._connect(link)
 
     def _heartbeat_loop(self) -> None:
         """Heartbeats while the main thread renders. It holds the lock at all other times,

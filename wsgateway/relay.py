@@ -25,6 +25,7 @@ from typing import Any
 
 import zmq
 
+from config.endpoints import wants_ipv6
 from config.errors import Busy, ProtocolError, TileRouterError, Timeout, Unavailable
 from config.logs import REQUEST_ID
 from config.settings import Settings
@@ -80,6 +81,8 @@ class RouterClient:
         sock.setsockopt(zmq.SNDHWM, MAX_PENDING)
         sock.setsockopt(zmq.RCVHWM, MAX_PENDING)
         secure_client(sock, self.settings)
+        if wants_ipv6(self.endpoint):
+            sock.setsockopt(zmq.IPV6, 1)
         sock.connect(self.endpoint)
         self._sock = sock
         self._last_heard = time.monotonic()
@@ -93,13 +96,14 @@ class RouterClient:
             self._sock.close(linger=0)
             self._sock = None
 
-    async def close(self) -> None:
+    async def close(self, reason: TileRouterError | None = None) -> None:
+        """Stop; pending requests fail with ``reason`` (RouterLost: re-sent elsewhere)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._fail_all(Unavailable("gateway shutting down"))
+        self._fail_all(reason or Unavailable("gateway shutting down"))
         self._close_socket()
         self.available = False
 

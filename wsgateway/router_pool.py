@@ -8,31 +8,40 @@ rest (the others keep theirs). A request whose router goes silent while it is pe
 (``RouterLost``), or that a draining router answers ``unavailable``, is re-sent to the
 next live router in its order; the reply of the first router, if it comes back late, is
 dropped by its link (it no longer knows the request), so a client gets one reply.
+
+Routers named by ``dns+tcp://NAME:PORT`` (config/endpoints.py) are re-resolved every
+``router_dns_interval`` seconds off the event loop: a new address gets a link, one that
+left is dropped and its pending requests fail over like a lost router's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zmq
 
+from config.endpoints import RouterEndpoints, changes
 from config.errors import Unavailable
-from config.lists import endpoint_list
 from config.settings import Settings
 from wsgateway.relay import Reply, RouterClient, RouterLost
 
 log = logging.getLogger(__name__)
 
 
-def rendezvous_order(key: str, count: int) -> list[int]:
-    """Router indexes in ``key``'s rendezvous (highest random weight) order."""
+def rendezvous_order(key: str, endpoints: list[str]) -> list[int]:
+    """Indexes of ``endpoints`` in ``key``'s rendezvous (highest random weight) order. The
+    weight is keyed on the endpoint itself, not its place in the list, so a router that
+    joins or leaves moves only its own slides."""
     def weight(i: int) -> bytes:
-        return hashlib.blake2b(f"{i}\0{key}".encode(), digest_size=8).digest()
+        return hashlib.blake2b(f"{endpoints[i]}\0{key}".encode(), digest_size=8).digest()
 
-    return sorted(range(count), key=weight, reverse=True)
+    return sorted(range(len(endpoints)), key=weight, reverse=True)
 
 
 class RouterPool:
@@ -40,18 +49,57 @@ class RouterPool:
 
     def __init__(self, settings: Settings, context: zmq.Context | None = None) -> None:
         self.settings = settings
-        self.links = [RouterClient(settings, context, endpoint)
-                      for endpoint in endpoint_list(settings.frontend)]
+        self.context = context
+        self.endpoints = RouterEndpoints(settings.frontend)
+        self.links: list[RouterClient] = []
         self.resent = 0  # requests re-sent to another router after theirs was lost
         self._spread = itertools.count()  # slide-less requests (list, stats) rotate
+        self._dns: asyncio.Task[None] | None = None
+        self._resolver = ThreadPoolExecutor(1, thread_name_prefix="router-dns")
 
     async def start(self) -> None:
-        for link in self.links:
-            await link.start()
+        loop = asyncio.get_running_loop()
+        await self._follow(await loop.run_in_executor(self._resolver, self.endpoints.resolve),
+                           joined=False)
+        if self.endpoints.dynamic:
+            self._dns = asyncio.create_task(self._follow_dns(), name="router-dns")
 
     async def close(self) -> None:
+        if self._dns is not None:
+            self._dns.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dns
+        self._resolver.shutdown(wait=False, cancel_futures=True)
         for link in self.links:
             await link.close()
+
+    async def _follow_dns(self) -> None:
+        """Routers that joined get a link; those that left are dropped, their pending
+        requests failed over as for a lost router (``RouterLost``: re-sent)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.router_dns_interval)
+            try:
+                await self._follow(await loop.run_in_executor(self._resolver,
+                                                              self.endpoints.resolve))
+            except Exception:  # never let one bad round end the following
+                log.exception("following the routers' DNS name failed")
+
+    async def _follow(self, endpoints: list[str], joined: bool = True) -> None:
+        added, removed = changes([ln.endpoint for ln in self.links], endpoints)
+        for endpoint in added:
+            link = RouterClient(self.settings, self.context, endpoint)
+            # one that joins later gets no shard until its heartbeat says it has workers
+            link.has_workers = not joined
+            await link.start()
+            self.links = [*self.links, link]
+            if joined:
+                log.info("router %s joined", endpoint)
+        for link in [ln for ln in self.links if ln.endpoint in removed]:
+            self.links = [ln for ln in self.links if ln is not link]
+            log.info("router %s left: re-sending its %d pending requests", link.endpoint,
+                     link.pending)
+            await link.close(RouterLost("router left"))
 
     @property
     def available(self) -> bool:
@@ -70,10 +118,11 @@ class RouterPool:
         slide = request.get("slide")
         if len(self.links) == 1:
             return self.links
+        links = self.links
         if isinstance(slide, str):
-            return [self.links[i] for i in rendezvous_order(slide, len(self.links))]
-        start = next(self._spread) % len(self.links)
-        return self.links[start:] + self.links[:start]
+            return [links[i] for i in rendezvous_order(slide, [ln.endpoint for ln in links])]
+        start = next(self._spread) % max(1, len(links))
+        return links[start:] + links[:start]
 
     async def request(self, request: dict[str, Any], timeout: float | None = None) -> Reply:
         """Send to the first live router in the request's order; on a lost router or a
