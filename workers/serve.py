@@ -32,6 +32,7 @@ from workers.launcher import (
     other_cpus,
     worker_children,
     worker_cpus_usable,
+    worker_pool,
 )
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def serve(settings: Settings, open_browser: bool = False) -> int:
     if not settings.metrics_dir:  # gateways sharing the port sum their metrics through it
         metrics_dir = tempfile.mkdtemp(prefix="tilerouter-metrics-")
         settings = settings.replace(metrics_dir=metrics_dir)
-    supervisor = Supervisor(system_children(settings))
+    supervisor = Supervisor(system_children(settings), pool=worker_pool(settings))
     supervisor.install_signal_handlers()
     supervisor.start()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
