@@ -128,8 +128,8 @@ def test_container_command_is_accepted_by_the_settings_parser(
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts[CONFIG_MOUNT]["readOnly"] is True
     settings = check_command(argv, env, configmap_toml(tmp_path))
-    # stopped by SIGTERM: the drain (and a preStop wait, and the gateway's 1 s of quiet)
-    # must end before the kubelet's SIGKILL
+    # stopped by SIGTERM: the preStop wait and the drain must end, with a second to
+    # spare, before the kubelet's SIGKILL
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {})
     wait = float(pre_stop["command"][1]) if pre_stop else 0.0
     assert pod["terminationGracePeriodSeconds"] > settings.drain_timeout + wait + 1

@@ -135,7 +135,7 @@ def test_unit_runs_a_real_command_and_stops_cleanly(name: str, paths: list[Path]
     service = dict(unit["Service"])  # last value of each key
     assert service["User"] not in ("", "root", "0") and service["Group"]
     assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM"
-    # the gateway drains for drain_timeout, then waits up to 1 s more for quiet
+    # the drain (drain_timeout) ends, with a second to spare, before systemd's SIGKILL
     assert float(service["TimeoutStopSec"]) > settings.drain_timeout + 1
     assert service["KillMode"] == "mixed"  # SIGTERM to the main process; it stops its own
     for key, want in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
