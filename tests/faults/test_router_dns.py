@@ -2,17 +2,16 @@
 gateway or the workers and no request lost.
 
 The name is real: the gateway and the worker launcher run where /etc/hosts is the test's
-own file (tests/hosts_ns.py: a private mount namespace, root only), and routers.test maps
-to 127.0.0.2 and/or 127.0.0.3, where the routers listen on the same ports, as pods behind
-a Kubernetes headless service do. Every request gets exactly one good reply."""
+own file (scripts/benchlib/hosts_file.py: a private mount namespace, root only), and
+routers.test maps to 127.0.0.2 and/or 127.0.0.3, where the routers listen on the same
+ports, as pods behind a Kubernetes headless service do. Every request gets exactly one
+good reply."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from scripts.benchlib.hosts_file import HostsFile, unavailable_reason
 from scripts.benchlib.procs import child_pids
 from tests.faults.ws_load import Load
-from tests.helpers import REPO, System, free_port, running, wait_for
-from tests.hosts_ns import HostsFile
+from tests.helpers import System, free_port, running, wait_for
 
 NAME = "routers.test"
 A, B = "127.0.0.2", "127.0.0.3"
@@ -32,6 +31,8 @@ COPIES = 16  # slide ids sharded over the routers: each router gets some (2**-15
 
 @pytest.fixture
 def dns_system(slide_root: Path, tmp_path: Path) -> Iterator[tuple[System, HostsFile]]:
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
     hosts = HostsFile(tmp_path, NAME)
     slides = tmp_path / "slides"
     slides.mkdir()
@@ -65,11 +66,8 @@ def _start_router(sysm: System, address: str) -> int:
 
 def _start_clients(sysm: System, hosts: HostsFile) -> None:
     """Worker launcher and gateway, resolving the name from the test's hosts file."""
-    for name, module in (("workers", "workers.launcher"), ("gateway", "wsgateway.cli")):
-        log = open(sysm.rundir / f"{name}.log", "ab")  # noqa: SIM115 (kept for the process)
-        sysm.procs[name] = subprocess.Popen(hosts.wrap([sys.executable, "-m", module]),
-                                            env=sysm.env, cwd=REPO, stdout=log,
-                                            stderr=subprocess.STDOUT)
+    hosts.spawn(sysm, "workers", "workers.launcher")
+    hosts.spawn(sysm, "gateway", "wsgateway.cli")
 
 
 def _router_stats(address: str, port: int) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Router endpoints named by DNS (config/endpoints.py), resolved for real: literal
 addresses and localhost here; a name whose addresses change, and then stops resolving,
-through a hosts file bind-mounted in a private mount namespace (root only)."""
+through a hosts file bind-mounted in a private mount namespace
+(scripts/benchlib/hosts_file.py, root only)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from config.endpoints import (
 )
 from config.errors import ConfigError
 from config.settings import Settings
+from scripts.benchlib.hosts_file import HostsFile, unavailable_reason
 from tests.helpers import REPO
-from tests.hosts_ns import HostsFile
 
 
 def test_parse() -> None:
@@ -104,6 +105,8 @@ _PROBE = textwrap.dedent("""
 
 
 def test_a_name_that_changes_then_fails_keeps_its_last_set(tmp_path: Path) -> None:
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
     hosts = HostsFile(tmp_path, "routers.tilerouter.test")
     hosts.set("127.0.0.3", "127.0.0.2", "::1", "127.0.0.2")
     proc = subprocess.Popen(hosts.wrap([sys.executable, "-c", _PROBE]), cwd=REPO,
