@@ -134,3 +134,20 @@ def test_a_name_that_changes_then_fails_keeps_its_last_set(tmp_path: Path) -> No
     err = proc.stderr.read() if proc.stderr else ""
     assert proc.returncode == 0, err
     assert err.count("cannot resolve") == 1, err  # logged once for the whole outage
+
+
+def test_a_join_or_leave_moves_only_that_routers_slides() -> None:
+    from wsgateway.router_pool import rendezvous_order
+
+    def first(endpoints: list[str]) -> dict[str, str]:
+        return {s: endpoints[rendezvous_order(s, endpoints)[0]] for s in slides}
+
+    slides = [f"folder/slide-{i}.svs" for i in range(2000)]
+    three = ["tcp://10.0.0.1:5555", "tcp://10.0.0.3:5555", "tcp://10.0.0.4:5555"]
+    four = sorted([*three, "tcp://10.0.0.2:5555"])  # joins in the middle of the sorted set
+    before, after = first(three), first(four)
+    moved = [s for s in slides if before[s] != after[s]]
+    assert all(after[s] == "tcp://10.0.0.2:5555" for s in moved)
+    assert 0.15 < len(moved) / len(slides) < 0.35  # about its fair quarter
+    left = first([e for e in four if e != "tcp://10.0.0.3:5555"])
+    assert all(left[s] == after[s] for s in slides if after[s] != "tcp://10.0.0.3:5555")
