@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import ssl
-import time
 from collections.abc import Sequence
 
 import tornado.httpserver
@@ -18,16 +17,11 @@ from config.settings import Settings, parse_cli
 from wsgateway.app import make_app
 from wsgateway.fast_http import FastTiles
 from wsgateway.gateway import Gateway
+from wsgateway.handoff import hand_off
 from wsgateway.metrics import FLUSH_EVERY
 from wsgateway.router_pool import RouterPool
 
 log = logging.getLogger(__name__)
-
-DRAIN_QUIET = 0.2
-
-
-def loop_time() -> float:
-    return asyncio.get_running_loop().time()
 
 
 async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future | None = None
@@ -61,26 +55,11 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Future |
     try:
         await stop.wait()
     finally:
-        # drain: no new connections, new requests answered 'unavailable', and what was
-        # accepted is answered (bounded by drain_timeout); then close with a close frame
-        server.stop()
-        gateway.draining = True
-        for handler in list(gateway.sockets):
-            handler.notify_draining()
-        deadline = loop_time() + settings.drain_timeout
-        while (gateway.relaying or client.pending) and loop_time() < deadline:
-            await asyncio.sleep(0.02)
+        await hand_off(server, gateway, settings.drain_timeout)
         gateway.stored.close()
         flusher.stop()
         gateway.exporter.flush()  # the totals outlive the process (README "Metrics")
         await client.close()  # anything still waiting on the router: 'unavailable'
-        # requests a client sent before it read the notice are still answered: close only
-        # once no websocket message has arrived for DRAIN_QUIET seconds
-        while ((gateway.relaying or time.monotonic() - gateway.last_message_at < DRAIN_QUIET)
-               and loop_time() < deadline + 1):
-            await asyncio.sleep(0.02)
-        for handler in list(gateway.sockets):
-            handler.close(1001, "gateway shutting down")
         log.info("gateway stopped: connections=%d %s", gateway.connections,
                  dict(gateway.counters))
 

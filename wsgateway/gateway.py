@@ -34,8 +34,7 @@ class Gateway:
         self.connections = 0
         self.sockets: set[Any] = set()  # open websocket handlers, closed at shutdown
         self.relaying = 0  # websocket requests accepted and not yet answered
-        self.draining = False
-        self.last_message_at = 0.0  # time.monotonic() of the last websocket message
+        self.draining = False  # handing off (wsgateway/handoff.py): new sockets get the notice
         self.counters: Counter[str] = Counter()
         self.metrics = GatewayMetrics()  # per-request counts and latency (/metrics)
         self.allowed_origins = tuple(

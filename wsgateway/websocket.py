@@ -23,7 +23,6 @@ from config.errors import (
     MessageTooLarge,
     RateLimited,
     TileRouterError,
-    Unavailable,
 )
 from config.logs import REQUEST_ID, new_request_id, request_id_from
 from wsgateway.auth import OPEN
@@ -41,6 +40,11 @@ log = logging.getLogger(__name__)
 # a connection whose unread replies exceed max_inflight_per_connection x this meets busy
 BACKLOG_BYTES_PER_REQUEST = 64 * 1024
 
+# sent once to every websocket when the gateway hands off; distinct from any reply (no
+# "ok", id null): open a new connection now, this one still answers what it is sent
+RECONNECT_NOTICE = json.dumps({"id": None, "notice": "reconnect",
+                               "message": "gateway shutting down: open a new connection"})
+
 
 class TileSocketHandler(WebSocketHandler):
     def initialize(self, gateway: Gateway) -> None:
@@ -49,6 +53,7 @@ class TileSocketHandler(WebSocketHandler):
         self.grant = OPEN
         self._unflushed = 0  # bytes written and not yet flushed to the client
         self._relays: set[asyncio.Task[None]] = set()
+        self.last_message_at = time.monotonic()  # or of the hand-off notice, if later
         rate = gateway.settings.max_requests_per_second
         self._bucket = TokenBucket(rate, burst=max(rate, 1.0)) if rate else None
 
@@ -72,6 +77,8 @@ class TileSocketHandler(WebSocketHandler):
         self.gateway.connections += 1
         self.gateway.sockets.add(self)
         log.debug("websocket open from %s", self.request.remote_ip)
+        if self.gateway.draining:  # upgraded while the gateway hands off: move on at once
+            self.notify_draining()
 
     def on_close(self) -> None:
         self.gateway.connections -= 1
@@ -79,7 +86,7 @@ class TileSocketHandler(WebSocketHandler):
         log.debug("websocket closed; %d relays still pending", len(self._relays))
 
     def on_message(self, message: str | bytes) -> None:
-        self.gateway.last_message_at = time.monotonic()
+        self.last_message_at = time.monotonic()
         rid: Any = None
         request_id: str | None = None  # the client's (optional field), else one made here
         try:
@@ -96,8 +103,6 @@ class TileSocketHandler(WebSocketHandler):
                 rid = check_client_id(obj)
                 request_id = request_id_from(obj.get("request_id"))
             request = self.gateway.accept(obj, self.grant)
-            if self.gateway.draining:
-                raise Unavailable("gateway is shutting down; reconnect")
             if self._bucket is not None and not self._bucket.take():
                 raise RateLimited(f"over {self.gateway.settings.max_requests_per_second:g} "
                                   "requests per second on this connection")
@@ -188,8 +193,21 @@ class TileSocketHandler(WebSocketHandler):
             self.gateway.relaying -= 1
 
     def notify_draining(self) -> None:
-        """Tell the client (id null) to stop sending: it re-sends after reconnecting."""
-        self._send_now(error_body(None, "unavailable", "gateway shutting down; reconnect"))
+        """The hand-off notice (README "Websocket protocol"): not an error, no request
+        failed; the client opens a new connection, which lands on a sibling gateway."""
+        self.last_message_at = time.monotonic()
+        self._send_now(RECONNECT_NOTICE)
+
+    def quiet_for(self) -> float:
+        """Seconds this socket has had nothing in flight and sent nothing (0 while busy):
+        after the notice, a quiet client has moved, or does not know the notice."""
+        if self.inflight or self._unflushed:
+            return 0.0
+        return time.monotonic() - self.last_message_at
+
+    def closing(self) -> bool:
+        """Closed, or its close frame sent (the client's echo may take a while)."""
+        return self.ws_connection is None or self.ws_connection.is_closing()
 
     def _send_now(self, message: str) -> None:
         """Queue a reply at once, so it goes out before any close frame sent after it."""

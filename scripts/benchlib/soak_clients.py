@@ -2,7 +2,10 @@
 
 A client keeps ``inflight`` tile requests outstanding, reconnects with backoff when its
 websocket drops and re-sends what was pending on the old connection (counted once), and
-records when each request was first and last sent and answered.
+records when each request was first and last sent and answered. On a gateway's
+``reconnect`` notice (README "Websocket protocol") it hands off as the viewer does: a new
+connection at once, new requests on it, the old one read until its replies are in (then
+closed); what is still unanswered when the old one closes is re-sent on the new one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import bisect
 import contextlib
 import json
 import random
+import select
 import struct
 import threading
 import time
@@ -73,6 +77,7 @@ class Req:
     last_sent: float
     resends: int = 0
     overdue_logged: bool = False
+    on: websocket.WebSocket | None = None  # the connection it was last sent on
 
 
 @dataclass
@@ -97,6 +102,7 @@ class ClientStats:
     bad_payloads: int = 0
     resent: int = 0  # re-sends of pending requests after a reconnect
     reconnects: int = 0
+    handoffs: int = 0  # reconnect notices followed (not counted as disconnects)
     connect_failures: int = 0
     disconnects: list[tuple[float, str]] = field(default_factory=list)
     overdue: list[tuple[float, int]] = field(default_factory=list)  # (when noticed, rid)
@@ -114,6 +120,11 @@ class Client(threading.Thread):
         self.stop_sending = stop
         self.give_up_at: float | None = None  # set by main after the load stops
         self.sock: websocket.WebSocket | None = None
+        self.old: websocket.WebSocket | None = None  # handing off: read until answered
+        self.connect_at = 0.0  # next connect attempt (backoff after a failure)
+        self.backoff = 0.05
+        self.handoff_at: list[float] = []  # when each notice arrived (monotonic)
+        self.reply_at: list[float] = []  # every reply's arrival (monotonic), in order
         self.pending: dict[int, Req] = {}
         self.done: dict[int, Done] = {}
         self.ok_log: list[tuple[float, float]] = []  # (reply at, last sent), in reply order
@@ -129,18 +140,18 @@ class Client(threading.Thread):
     # connection --------------------------------------------------------------------------
 
     def _connect(self) -> bool:
-        backoff = 0.05
-        while True:
-            if self.give_up_at is not None and time.monotonic() > self.give_up_at:
-                return False
-            try:
-                self.sock = websocket.create_connection(self.url, timeout=10, origin=self.origin)
-                self.sock.settimeout(0.25)
-                return True
-            except Exception:
-                self.stats.connect_failures += 1
-                time.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
+        """One attempt; after a failure the next waits a growing backoff (none on a
+        notice: a sibling gateway is expected to be there)."""
+        try:
+            self.sock = websocket.create_connection(self.url, timeout=10, origin=self.origin)
+            self.sock.settimeout(0.25)
+            self.backoff = 0.05
+            return True
+        except Exception:
+            self.stats.connect_failures += 1
+            self.connect_at = time.monotonic() + self.backoff
+            self.backoff = min(2.0, self.backoff * 2)
+            return False
 
     def _drop(self, why: str) -> None:
         self.stats.disconnects.append((time.monotonic() - self.t0, why))
@@ -151,7 +162,40 @@ class Client(threading.Thread):
 
     def _send(self, req: Req) -> None:
         assert self.sock is not None
+        req.on = self.sock
         self.sock.send(req.msg)
+
+    def _hand_off(self) -> None:
+        """The notice: the current connection becomes the old one; connect now."""
+        self.stats.handoffs += 1
+        self.handoff_at.append(time.monotonic())
+        if self.old is not None:  # a second notice before the first hand-off ended
+            self._close_old()
+        self.old, self.sock = self.sock, None
+        self.connect_at = 0.0
+        self._close_old_if_done()
+
+    def _close_old_if_done(self) -> None:
+        if self.old is not None and not any(r.on is self.old for r in self.pending.values()):
+            self._close_old()
+
+    def _close_old(self) -> None:
+        """Closed (by us or the server): what it left unanswered goes on the new one."""
+        old, self.old = self.old, None
+        with contextlib.suppress(Exception):
+            old.close()  # type: ignore[union-attr]
+        for req in sorted(self.pending.values(), key=lambda r: r.rid):
+            if req.on is old:
+                req.on = None
+                if self.sock is not None:
+                    self._resend(req)
+
+    def _resend(self, req: Req) -> None:
+        req.last_sent = time.monotonic()
+        req.resends += 1
+        req.overdue_logged = False
+        self.stats.resent += 1
+        self._send(req)
 
     # requests ----------------------------------------------------------------------------
 
@@ -188,7 +232,7 @@ class Client(threading.Thread):
                 self.log(f"request {req.rid} unanswered for {now - req.last_sent:.1f}s")
         return n
 
-    def _handle(self, opcode: int, data: bytes) -> None:
+    def _handle(self, sock: websocket.WebSocket, opcode: int, data: bytes) -> None:
         now = time.monotonic()
         payload = b""
         if opcode == websocket.ABNF.OPCODE_BINARY:
@@ -198,9 +242,13 @@ class Client(threading.Thread):
         else:
             header = json.loads(data)
         rid = header.get("id")
-        if rid is None:  # a draining gateway's notice to stop sending; it then closes
-            self.log(f"notice: {str(header)[:200]}")
+        if rid is None:
+            if header.get("notice") == "reconnect" and sock is self.sock:
+                self._hand_off()
+            else:
+                self.log(f"notice: {str(header)[:200]}")
             return
+        self.reply_at.append(now)
         with self.lock:
             req = self.pending.pop(rid, None)
             if req is None:
@@ -228,45 +276,74 @@ class Client(threading.Thread):
     def run(self) -> None:
         while True:
             now = time.monotonic()
-            if self.stop_sending.is_set() and (
-                    not self.pending or (self.give_up_at is not None and now > self.give_up_at)):
+            give_up = self.give_up_at is not None and now > self.give_up_at
+            if self.stop_sending.is_set() and (not self.pending or give_up):
                 break
             if self.sock is None:
-                if not self._connect():
+                if give_up:
                     break
-                if self.stats.disconnects:
-                    self.stats.reconnects += 1
-                    resend = sorted(self.pending.values(), key=lambda r: r.rid)
-                    if resend:
-                        self.log(f"reconnected; re-sending {len(resend)} pending")
-                    try:
-                        for req in resend:
-                            req.last_sent = time.monotonic()
-                            req.resends += 1
-                            req.overdue_logged = False
-                            self.stats.resent += 1
-                            self._send(req)
-                    except Exception as exc:
-                        self._drop(f"send after reconnect: {type(exc).__name__}")
+                if now >= self.connect_at and self._connect():
+                    if not self._after_connect():
                         continue
+                elif self.sock is None and self.old is None:  # nothing to read meanwhile
+                    time.sleep(min(0.25, max(0.0, self.connect_at - now)))
+                    continue
             try:
-                if not self.stop_sending.is_set():
+                if self.sock is not None and not self.stop_sending.is_set():
                     while self._active(time.monotonic()) < self.inflight:
                         self._send(self._new_request())
                 else:
                     self._active(time.monotonic())
-                opcode, data = self.sock.recv_data()  # type: ignore[union-attr]
+            except Exception as exc:
+                self._drop(f"send: {type(exc).__name__}: {exc}"[:120])
+                continue
+            self._receive()
+        for sock in (self.sock, self.old):
+            if sock is not None:
+                with contextlib.suppress(Exception):
+                    sock.close()
+
+    def _after_connect(self) -> bool:
+        """Re-send what a dropped connection left unanswered (not what the old one of a
+        hand-off still owes); False when the new connection broke at once."""
+        if self.stats.disconnects:
+            self.stats.reconnects += 1
+        resend = sorted((r for r in self.pending.values() if r.on is not self.old
+                         or r.on is None), key=lambda r: r.rid)
+        if resend:
+            self.log(f"connected; re-sending {len(resend)} pending")
+        try:
+            for req in resend:
+                self._resend(req)
+        except Exception as exc:
+            self._drop(f"send after reconnect: {type(exc).__name__}")
+            return False
+        return True
+
+    def _receive(self) -> None:
+        """One message from each connection that has one (waits up to 0.25 s)."""
+        socks = [s for s in (self.sock, self.old) if s is not None]
+        if not socks:
+            return
+        if len(socks) > 1:
+            with contextlib.suppress(OSError, ValueError):  # a closed one: recv says so
+                socks, _, _ = select.select(socks, [], [], 0.25)
+        for sock in socks:
+            try:
+                opcode, data = sock.recv_data()
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    self._drop("closed by server")
-                    continue
-                self._handle(opcode, data)
+                    raise ConnectionError("closed by server")
+                self._handle(sock, opcode, data)
             except websocket.WebSocketTimeoutException:
                 continue
             except Exception as exc:  # connection dropped (reset, closed, refused ...)
-                self._drop(f"{type(exc).__name__}: {exc}"[:120])
-        if self.sock is not None:
-            with contextlib.suppress(Exception):
-                self.sock.close()
+                if sock is self.old:
+                    self._close_old()
+                elif sock is self.sock:
+                    self._drop(f"{type(exc).__name__}: {exc}"[:120])
+                continue
+            if sock is self.old:
+                self._close_old_if_done()
 
     # for recovery measurement --------------------------------------------------------------
 

@@ -174,6 +174,11 @@ class WSClient:
         opcode, data = self.sock.recv_data()
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             raise websocket.WebSocketConnectionClosedException(f"closed by server: {data!r}")
+        return self.parse(opcode, data)
+
+    @staticmethod
+    def parse(opcode: int, data: bytes) -> tuple[dict[str, Any], bytes | None]:
+        """(header, image bytes or None) of one server message, binary or text."""
         if opcode == websocket.ABNF.OPCODE_BINARY:
             (n,) = struct.unpack(">I", data[:4])
             return json.loads(data[4:4 + n]), data[4 + n:]
