@@ -52,6 +52,7 @@ class Slot:
     waiting: int  # requests waiting in its routers
     oldest: float  # the longest wait among them (s)
     age: float = 0.0  # seconds since it said so
+    heard: float = 0.0  # how old the routers' word on waiting was when it said so
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,14 @@ class Limits:
     idle_exit: float
     cooldown: float  # seconds between starts
     stale: float  # a slot older than this says nothing
+    fresh: float = 1.5  # the routers' word on waiting older than this says nothing
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
         interval = settings.heartbeat_interval
         return cls(settings.worker_count, settings.worker_max, settings.scale_up_wait,
                    settings.worker_idle_exit, cooldown=max(0.5, 2 * interval),
-                   stale=max(1.0, settings.heartbeat_expiry))
+                   stale=max(1.0, settings.heartbeat_expiry), fresh=1.5 * interval + 0.25)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ def decide(slots: Sequence[Slot], size: int, starting: int, since_start: float,
     """The pool's next step from the workers' last reports (pure: tested directly).
     ``size`` counts workers not retiring, ``starting`` those started but not yet heard."""
     fresh = [s for s in slots if s.age <= limits.stale]
-    pressed = [s for s in fresh if s.waiting > 0]
+    # routers heartbeat every interval: an older word on waiting may be over already
+    pressed = [s for s in fresh if s.waiting > 0 and s.heard + s.age <= limits.fresh]
     if pressed:
         worst = max(pressed, key=lambda s: s.oldest)
         if (worst.oldest > limits.scale_up_wait and size < limits.high and not starting
@@ -105,7 +108,8 @@ def _slot(name: str, report: dict[str, Any], age: float) -> Slot:
         value = report.get(key)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return max(0.0, float(value)) if ok else 0.0
-    return Slot(name, int(num("load")), num("idle"), int(num("waiting")), num("oldest"), age)
+    return Slot(name, int(num("load")), num("idle"), int(num("waiting")), num("oldest"), age,
+                num("heard"))
 
 
 class ElasticPool:

@@ -67,9 +67,11 @@ class LoadReport:
         self._served = served
         with self._lock:
             fresh = [r for r in self._routers.values() if now - r[2] <= self.stale_after]
+        worst = max(fresh, key=lambda r: r[1], default=(0, 0.0, now))
+        # "heard": how old the worst router's word is (a long render delays reading it)
         line = json.dumps({"load": load, "idle": round(now - self._busy_at, 3),
-                           "waiting": sum(r[0] for r in fresh),
-                           "oldest": max((r[1] for r in fresh), default=0.0)})
+                           "waiting": sum(r[0] for r in fresh), "oldest": worst[1],
+                           "heard": round(now - worst[2], 3)})
         try:
             os.write(self.fd, line.encode() + b"\n")
         except BlockingIOError:

@@ -14,11 +14,13 @@ from config.settings import Settings, load_settings
 from workers.elastic import Action, Limits, Slot, decide
 from workers.load_report import ENV, LoadChannel, LoadReport
 
-LIMITS = Limits(low=1, high=4, scale_up_wait=0.2, idle_exit=30.0, cooldown=2.0, stale=3.0)
+LIMITS = Limits(low=1, high=4, scale_up_wait=0.2, idle_exit=30.0, cooldown=2.0, stale=3.0,
+                fresh=1.5)
 
 
-def busy(name: str, waiting: int = 0, oldest: float = 0.0, age: float = 0.1) -> Slot:
-    return Slot(name, load=2, idle=0.0, waiting=waiting, oldest=oldest, age=age)
+def busy(name: str, waiting: int = 0, oldest: float = 0.0, age: float = 0.1,
+         heard: float = 0.3) -> Slot:
+    return Slot(name, load=2, idle=0.0, waiting=waiting, oldest=oldest, age=age, heard=heard)
 
 
 def idle(name: str, for_s: float, age: float = 0.1) -> Slot:
@@ -74,6 +76,7 @@ def test_grows_when_a_request_waits_too_long_and_no_worker_is_idle() -> None:
     ([busy("w0", waiting=9, oldest=0.5)], 1, 0, 1.0),  # within the cooldown
     ([busy(f"w{i}", waiting=9, oldest=0.5) for i in range(4)], 4, 0, 10.0),  # at MAX
     ([busy("w0", waiting=9, oldest=0.5, age=5.0)], 1, 0, 10.0),  # stale report
+    ([busy("w0", waiting=9, oldest=0.5, heard=1.45)], 1, 0, 10.0),  # stale router word
 ])
 def test_does_not_grow(slots: list[Slot], size: int, starting: int, since: float) -> None:
     assert decide(slots, size, starting, since, LIMITS) is None
@@ -121,7 +124,9 @@ def test_report_travels_the_pipe_newest_line_wins() -> None:
         report.write(load=1, served=5)
         report.write(load=2, served=6)
         channel.read(time.monotonic())
+        heard = channel.last.pop("heard") if channel.last else None
         assert channel.last == {"load": 2, "idle": 0.0, "waiting": 6, "oldest": 0.7}
+        assert heard is not None and 0 <= heard < 3.0
         report.router_said("ipc://r1", {"waiting": "x", "oldest": -1})  # untrusted values
         report.write(load=0, served=6)
         channel.read(time.monotonic())
