@@ -8,9 +8,11 @@ stock ``DeepZoomGenerator`` and ``readers/region.py`` run over it. Pixels come f
 series' stored frames: fetched by wsidicom over WADO-RS (in one request per read, through
 the worker's frame cache), decoded with Pillow for baseline JPEG (libjpeg-turbo at its
 defaults, as OpenSlide) and with wsidicom's codecs otherwise, kept decoded in the worker's
-``DecodedTiles`` LRU, pasted. Where a DeepZoom tile *is* a stored JPEG frame (tile size
-equal to the frame size, overlap 0, a level read 1:1, the frame wholly inside it) the
-frame's bytes are served as they are, as ``readers/passthrough.py`` does for TIFF.
+``DecodedTiles`` LRU, and painted as OpenSlide paints them (``openslide_paint.py``:
+copied where the level position is whole, cairo's bilinear where it is not). Where a
+DeepZoom tile *is* a stored JPEG frame (tile size equal to the frame size, overlap 0, a
+level read 1:1, the frame wholly inside it) the frame's bytes are served as they are, as
+``readers/passthrough.py`` does for TIFF.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import openslide
 import wsidicom.config
 from openslide.deepzoom import DeepZoomGenerator
@@ -37,6 +40,8 @@ from readers.dicom_frames import (
 )
 from readers.encode import encode_image
 from readers.formats import ASSOCIATED_QUALITY
+from readers.openslide_paint import Grid
+from readers.openslide_paint import read_region as paint_region
 from readers.region import render_region
 from readers.stored_levels import DecodedTiles
 
@@ -62,6 +67,9 @@ class DicomSlide(openslide.AbstractSlide):
         w0, h0 = self._dims[0]
         # as openslide.c does when a vendor gives none: the mean of the two axes' ratios
         self._downsamples = tuple((w0 / w + h0 / h) / 2 for w, h in self._dims)
+        self._grids = [Grid(w, h, lv.tile_size.width, lv.tile_size.height, ds)
+                       for (w, h), lv, ds in zip(self._dims, self._levels, self._downsamples,
+                                                 strict=True)]
         self._properties = properties
         self._associated = Associated(wsi)
         self._decoded = decoded
@@ -148,29 +156,22 @@ class DicomSlide(openslide.AbstractSlide):
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]
                     ) -> Image.Image:
-        """RGBA pixels of ``level`` at level-0 ``location``; transparent outside the level
-        (as OpenSlide). Level coordinates are rounded to whole pixels: exact for every
-        read DeepZoomGenerator and region.py make on power-of-two pyramids."""
+        """RGBA pixels of ``level`` at level-0 ``location``, the ones OpenSlide gives for
+        the same frames: transparent outside the level, and on a level whose downsample
+        is fractional each frame painted at its sub-pixel offset as OpenSlide's cairo
+        does (readers/openslide_paint.py)."""
         w, h = size
         if w < 0 or h < 0:
             raise openslide.OpenSlideError(f"negative width ({w}) or height ({h})")
-        ds = self._downsamples[level]
-        lx, ly = round(location[0] / ds), round(location[1] / ds)
-        out = Image.new("RGBA", (w, h), (0, 0, 0, 0))
-        lw, lh = self._dims[level]
-        x0, y0, x1, y1 = max(lx, 0), max(ly, 0), min(lx + w, lw), min(ly + h, lh)
-        if x0 >= x1 or y0 >= y1:
-            return out
-        tw, th = self.tile_size(level)
-        points = [Point(c, r) for r in range(y0 // th, (y1 - 1) // th + 1)
-                  for c in range(x0 // tw, (x1 - 1) // tw + 1)]
-        for p, tile in zip(points, self._tiles(level, points), strict=True):
-            if tile is None:
-                continue  # not stored (sparse): transparent, as OpenSlide leaves it
-            tx, ty = p.x * tw, p.y * th
-            box = (max(x0, tx) - tx, max(y0, ty) - ty, min(x1, tx + tw) - tx,
-                   min(y1, ty + th) - ty)
-            out.paste(tile.crop(box), (tx + box[0] - lx, ty + box[1] - ly))
+        if w == 0 or h == 0:
+            return Image.new("RGBA", (w, h))
+
+        def fetch(cells: list[tuple[int, int]]) -> list[np.ndarray | None]:
+            tiles = self._tiles(level, [Point(c, r) for c, r in cells])
+            return [None if t is None else np.asarray(t) for t in tiles]
+
+        pixels = paint_region(self._grids[level], location[0], location[1], w, h, fetch)
+        out = Image.fromarray(pixels, "RGBA")
         if self._profile:  # as OpenSlide's read_region: DeepZoomGenerator passes it on
             out.info["icc_profile"] = self._profile
         return out
