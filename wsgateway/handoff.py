@@ -66,5 +66,6 @@ async def hand_off(server: tornado.httpserver.HTTPServer, gateway: Gateway,
         await asyncio.wait_for(server.close_all_connections(), max(0.0, end - loop.time()))
     except TimeoutError:
         log.warning("HTTP connections still open after the drain")
-    log.info("gateway hand-off done: %d websockets moved or went quiet, %d closed at "
-             "drain_timeout", quiet_closed, len(left))
+    log.info("gateway hand-off done: of %d websockets, %d closed by their client, %d "
+             "closed quiet, %d closed at drain_timeout", len(sockets),
+             max(0, len(sockets) - quiet_closed - len(left)), quiet_closed, len(left))

@@ -63,6 +63,7 @@ class System:
         self.settings = Settings(**defaults)
         self.env = {**os.environ, **self.settings.to_env()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.cwd = REPO  # components run from this tree (a benchmark may point at another)
         self.component_env: dict[str, dict[str, str]] = {}
         self.port = self.settings.port
         tls = bool(self.settings.tls_cert)
@@ -76,7 +77,7 @@ class System:
         """Start a component; ``env`` adds TILEROUTER_* overrides for this process only."""
         log = open(self.rundir / f"{name}.log", "ab")  # noqa: SIM115 (kept for the process)
         full_env = {**self.env, **self.component_env.get(name, {}), **env}
-        proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", module], env=full_env, cwd=self.cwd,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
