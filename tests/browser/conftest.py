@@ -97,6 +97,8 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
         self.procs = procs
         self.flags = flags or []  # component command-line flags (to restart one)
+        # a gateway's: SO_REUSEPORT on, so a sibling can share the port (hand-off test)
+        self.gateway_flags = [*self.flags, "--gateways", "2"]
 
     def stats(self) -> dict[str, Any]:
         return http_json(self.base + "/stats")
@@ -185,7 +187,7 @@ def components(slide_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         procs.spawn("router", ["-m", "router.cli", *flags])
         procs.spawn("workers", ["-m", "workers.launcher", *flags])
-        procs.spawn("gateway", ["-m", "wsgateway.cli", *flags])
+        procs.spawn("gateway", ["-m", "wsgateway.cli", *srv.gateway_flags])
         srv.wait_ready(n_slides=2, n_workers=2)
         yield srv
     finally:

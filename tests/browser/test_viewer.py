@@ -219,7 +219,7 @@ def test_reconnects_after_gateway_restart(page: Any, components: Server) -> None
     page.evaluate("() => tilerouter.viewer.viewport.panBy(new OpenSeadragon.Point(0.2, 0.1))")
 
     # A new gateway on the same port; the page reconnects by itself.
-    srv.procs.spawn("gateway", ["-m", "wsgateway.cli", *srv.flags])
+    srv.procs.spawn("gateway", ["-m", "wsgateway.cli", *srv.gateway_flags])
     page.wait_for_selector('#conn-status[data-state="open"]', timeout=30_000)
     c = counters(page)
     assert c["reconnects"] >= 1 and c["socketState"] == "open"
@@ -233,6 +233,35 @@ def test_reconnects_after_gateway_restart(page: Any, components: Server) -> None
     assert final["tilesReceived"] > before["tilesReceived"]
     assert final["tileErrors"] == 0
     poll(page, canvas_painted, what="canvas painted after reconnecting")
+
+
+def test_hands_off_to_a_sibling_gateway_without_an_error(page: Any, components: Server
+                                                         ) -> None:
+    """A second gateway joins the port; the page's gateway is told to stop while tiles are
+    in flight: the page follows its reconnect notice to the sibling at once, never shows
+    "reconnecting", and no tile fails."""
+    srv = components
+    page.goto(f"{srv.base}/#slide=alpha.tiff&x=0.6&y=0.3&zoom=3")
+    page.wait_for_function("() => window.tilerouter && tilerouter.tilesReceived > 0")
+    # the page's one websocket is on "gateway", alone on the port until the sibling comes
+    log = srv.procs.logdir / "gateway-2.log"
+    srv.procs.spawn("gateway-2", ["-m", "wsgateway.cli", *srv.gateway_flags])
+    wait_for(lambda: b"gateway listening" in log.read_bytes(), 30, what="sibling listening")
+    page.evaluate("""() => {
+      const el = document.getElementById("conn-status");
+      window.__trStates = [];
+      new MutationObserver(() => window.__trStates.push(el.dataset.state))
+        .observe(el, {attributes: true, attributeFilter: ["data-state"]});
+    }""")
+    before = counters(page)
+    page.evaluate("() => tilerouter.viewer.viewport.panBy(new OpenSeadragon.Point(0.3, 0.2))")
+    srv.procs.stop("gateway", signal.SIGTERM)  # returns once it has exited
+    poll(page, lambda p: counters(p)["handoffs"] == 1, what="hand-off")
+    final = settled(page, timeout=30)
+    assert final["tilesReceived"] > before["tilesReceived"]
+    assert final["tileErrors"] == 0 and final["socketState"] == "open"
+    assert "reconnecting" not in page.evaluate("() => window.__trStates")
+    srv.procs.spawn("gateway", ["-m", "wsgateway.cli", *srv.gateway_flags])  # as it was
 
 
 def test_live_panel_and_screenshot(page: Any, server: Server) -> None:

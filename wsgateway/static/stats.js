@@ -14,6 +14,7 @@ export const counters = (window.tilerouter = {
   tilesReceived: 0,
   tileErrors: 0,
   reconnects: 0,
+  handoffs: 0,             // gateway reconnect notices followed (README "Websocket protocol")
   lastLevel: -1,
   socketState: "reconnecting",
   viewer: null,

@@ -37,6 +37,7 @@ const connEl = $("conn-status");
 function renderConn(state) {
   counters.socketState = state;
   counters.reconnects = client.reconnects;
+  counters.handoffs = client.handoffs;
   connEl.dataset.state = state;
   const label = connEl.querySelector(".conn-label");
   if (state === "open") {

@@ -5,6 +5,9 @@
  *    the user looks at now), the others first-in-first-out.
  *  - on close: every in-flight request goes back to the queue and is re-sent after
  *    reconnecting (exponential backoff 250 ms → 5 s).
+ *  - on a gateway's reconnect notice (README "Websocket protocol"): a new connection at
+ *    once, new requests on it; the old one is read until its replies are in, then
+ *    closed, and what it left unanswered goes back to the queue for the new one.
  */
 import { RpcError, behaviour } from "./errors.js";
 
@@ -22,8 +25,10 @@ export class WsClient {
   constructor(url) {
     this.url = url;
     this.ws = null;
+    this.old = null;                     // handing off: the previous socket, still read
     this.state = "reconnecting";
     this.reconnects = 0;
+    this.handoffs = 0;
     this.nextId = 1;
     this.seq = 0;
     this.pending = new Map();            // id -> req (queued, waiting for retry, or in flight)
@@ -61,8 +66,11 @@ export class WsClient {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     ws.onopen = () => { if (ws === this.ws) this.handleOpen(); };
-    ws.onmessage = (ev) => { if (ws === this.ws) this.handleMessage(ev.data); };
-    ws.onclose = () => { if (ws === this.ws) this.handleClose(); };
+    ws.onmessage = (ev) => { if (ws === this.ws || ws === this.old) this.handleMessage(ev.data, ws); };
+    ws.onclose = () => {
+      if (ws === this.ws) this.handleClose();
+      else if (ws === this.old) this.oldClosed();
+    };
     ws.onerror = () => { /* a close event always follows */ };
   }
 
@@ -87,26 +95,64 @@ export class WsClient {
     // Only reset the backoff once the connection proved stable.
     clearTimeout(this.stableTimer);
     this.stableTimer = setTimeout(() => { this.backoff = BACKOFF_MIN_MS; }, 1000);
+    const was = this.state;
     this.setState("open");
+    // a hand-off keeps the state "open": the listeners still hear of the new connection
+    if (was === "open") for (const fn of this.stateListeners) fn("open");
     this.pump();
   }
 
   handleClose() {
     clearTimeout(this.stableTimer);
+    const ws = this.ws;
     this.ws = null;
-    // Everything that was on the wire goes back to the queue, in original order.
+    this.requeue(ws);
+    this.setState("reconnecting");
+    this.scheduleReconnect();
+  }
+
+  /** What was on the wire on ws goes back to the queue, in original order. */
+  requeue(ws) {
     for (const req of this.pending.values()) {
-      if (!req.sent) continue;
+      if (!req.sent || req.ws !== ws) continue;
       clearTimeout(req.timer);
       req.timer = null;
       req.sent = false;
+      req.ws = null;
+      this.inflight = Math.max(0, this.inflight - 1);
       if (!req.cb) { this.pending.delete(req.id); continue; }   // abandoned: forget it
       this.queues[req.priority].push(req);
     }
-    this.inflight = 0;
     for (const q of this.queues) q.sort((a, b) => a.seq - b.seq);
-    this.setState("reconnecting");
-    this.scheduleReconnect();
+  }
+
+  /** The gateway is stopping: move to a new connection (a sibling) without waiting. */
+  handOff() {
+    const old = this.ws;
+    if (this.old) this.oldClosed();      // a second notice before the first hand-off ended
+    this.old = old;
+    this.ws = null;
+    this.handoffs++;
+    clearTimeout(this.stableTimer);
+    clearTimeout(this.reconnectTimer);
+    this.backoff = BACKOFF_MIN_MS;
+    this.connect();
+    this.closeOldIfDone();
+  }
+
+  /** The old connection of a hand-off closed: its unanswered requests go on the new one. */
+  oldClosed() {
+    const old = this.old;
+    this.old = null;
+    try { old.close(1000); } catch (e) { /* already closed */ }
+    this.requeue(old);
+    this.pump();
+  }
+
+  closeOldIfDone() {
+    if (!this.old) return;
+    for (const req of this.pending.values()) if (req.sent && req.ws === this.old) return;
+    this.oldClosed();
   }
 
   /**
@@ -127,6 +173,7 @@ export class WsClient {
       done: false,
       timer: null,
       sentAt: 0,
+      ws: null,                          // the socket it is on the wire on
       attempts: 0,
     };
     this.pending.set(id, req);
@@ -214,6 +261,7 @@ export class WsClient {
           break;
         }
         req.sent = true;
+        req.ws = this.ws;
         req.attempts++;
         req.sentAt = now();
         this.inflight++;
@@ -272,7 +320,7 @@ export class WsClient {
   }
 
   /** A text frame is a JSON reply; a binary one is length-prefixed JSON header + image bytes. */
-  handleMessage(data) {
+  handleMessage(data, ws) {
     this.lastMessageAt = now();
     let header, body = null;
     if (typeof data === "string") {
@@ -286,9 +334,14 @@ export class WsClient {
       } catch (e) { return; }
       body = new Blob([new Uint8Array(data, 4 + n)], { type: header.mime || "image/jpeg" });
     }
+    if (header && header.id === null && header.notice === "reconnect" && ws === this.ws) {
+      this.handOff();
+      return;
+    }
     if (!header || header.id === undefined || header.id === null) return;
     const req = this.pending.get(header.id) || this.pending.get(Number(header.id));
     if (!req || !req.sent) return;           // late reply for a timed-out request
+    if (ws === this.old) queueMicrotask(() => this.closeOldIfDone());
     if (header.ok === false) {
       const e = header.error || {};
       const code = e.code || "error";
