@@ -6,6 +6,7 @@ connections land on the sibling at once, and the stopped gateway exits 0."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -76,7 +77,7 @@ class Unaware(threading.Thread):
             self.closed_with_error = repr(exc)
 
 
-@pytest.mark.parametrize("fresh_system", [{"gateways": 2, "drain_timeout": 4.0,
+@pytest.mark.parametrize("fresh_system", [{"gateways": 2, "drain_timeout": 3.0,
                                            "gateway_cache_bytes": 0}], indirect=True)
 def test_sigterm_hands_websockets_to_the_sibling_without_an_error(
         fresh_system: System, slide_root: Path) -> None:
@@ -91,7 +92,13 @@ def test_sigterm_hands_websockets_to_the_sibling_without_an_error(
     for c in clients:
         c.start()
     unaware = Unaware(system.ws().sock)
+    keep_alive = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    tile = "/dz/a.tiff_files/10/0_0.jpeg"
     try:
+        keep_alive.request("GET", tile)
+        first_reply = keep_alive.getresponse()
+        assert first_reply.status == 200 and first_reply.read()
+        assert first_reply.getheader("Connection") != "close"
         wait_for(lambda: all(c.stats.replies >= 20 for c in clients), 20, what="load")
         sibling = system.spawn("gateway-2", "wsgateway.cli")
         wait_for(lambda: b"gateway listening" in (system.rundir / "gateway-2.log").read_bytes(),
@@ -113,6 +120,11 @@ def test_sigterm_hands_websockets_to_the_sibling_without_an_error(
             assert fresh.tile("a.tiff", 11, 0, 0)[0]["ok"] is True
         finally:
             fresh.close()
+        # an HTTP keep-alive connection: answered, told to close
+        keep_alive.request("GET", tile)
+        last_reply = keep_alive.getresponse()
+        assert last_reply.status == 200 and last_reply.read()
+        assert last_reply.getheader("Connection") == "close"
         assert first.poll() is None, "the first gateway should still be draining"
         assert first.wait(15) == 0
         moved = [c.stats.replies for c in clients]
@@ -127,6 +139,7 @@ def test_sigterm_hands_websockets_to_the_sibling_without_an_error(
             c.join(20)
         unaware.join(20)
         unaware.ws.close()
+        keep_alive.close()
 
     for c in clients:
         assert not c.is_alive() and not c.pending, (c.idx, sorted(c.pending)[:10])
