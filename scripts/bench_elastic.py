@@ -9,7 +9,7 @@ Each configuration runs router, worker launcher and gateway as separate processe
 (benchlib.system.System) on generated slides whose opens cost ``--open-latency`` seconds
 (slow storage: a worker opening a slide waits, it does not compute), with small reader
 caches so that viewers switching slides keep opening them, and the gateway's hot-tile
-cache off. One viewer trickles requests throughout (one in flight); after ``--lead``
+cache off. One viewer trickles ``--trickle`` requests/s throughout; after ``--lead``
 seconds ``--viewers`` more viewers (``--inflight`` each) replay seeded pan/zoom traces
 for ``--burst`` seconds; then ``--quiet`` seconds with the trickle only, long enough for
 the workers beyond MIN to exit (``--idle-exit``).
@@ -28,9 +28,10 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from benchlib.load import Budget, LoadPlan, LoadResult, Outcome, run_viewer
+from benchlib.load import Budget, LoadPlan, LoadResult, Outcome, WsViewer, run_viewer
 from benchlib.report import markdown_lines
 from benchlib.slides import ensure_slides, slide_geometry
 from benchlib.system import System
@@ -71,22 +72,35 @@ class Run:
     quiet: tuple[float, float] = (0.0, 0.0)
 
 
+async def trickle(base: str, trace: Iterator[TileRequest], rate: float, until: float,
+                  result: TimedResult) -> None:
+    """One viewer idly looking around: a request, its reply, a pause (not timed)."""
+    client = await WsViewer.connect(base)
+    try:
+        while time.perf_counter() < until:  # bounded by time
+            request = next(trace)
+            started = time.perf_counter()
+            result.record(request, await client.fetch(request, 0), started)
+            await asyncio.sleep(1.0 / rate)
+    finally:
+        await client.close()
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
 
-async def run_config(label: str, sysm: System, traces: list, ns: argparse.Namespace) -> Run:
+async def run_config(label: str, sysm: System, traces: list[Iterator[TileRequest]],
+                     ns: argparse.Namespace) -> Run:
     run = Run(label)
     base = sysm.base
-    trickle_plan = LoadPlan("ws", 1, ns.lead + ns.burst + ns.quiet, None)
     burst_plan = LoadPlan("ws", ns.inflight, ns.burst, None)
     t0 = time.perf_counter()
-    trickle = asyncio.create_task(run_viewer(0, base, traces[0], Budget(trickle_plan, 1),
-                                             trickle_plan, run.result))
+    end = t0 + ns.lead + ns.burst + ns.quiet
+    idle_viewer = asyncio.create_task(trickle(base, traces[0], ns.trickle, end, run.result))
     burst: list[asyncio.Task[None]] = []
     seen = 0
-    end = t0 + ns.lead + ns.burst + ns.quiet
     next_tick = t0 + TICK
     for _ in range(int((end - t0) / TICK) + 2):  # bounded: one pass per tick
         now = time.perf_counter()
@@ -110,7 +124,7 @@ async def run_config(label: str, sysm: System, traces: list, ns: argparse.Namesp
                               pct([lat for _, lat, _ in done], 0.99)))
         if time.perf_counter() >= end:
             break
-    await asyncio.gather(trickle, *burst)
+    await asyncio.gather(idle_viewer, *burst)
     return run
 
 
@@ -146,6 +160,7 @@ def main() -> int:
     p.add_argument("--quiet", type=float, default=20.0)
     p.add_argument("--viewers", type=int, default=12, help="viewers in the burst")
     p.add_argument("--inflight", type=int, default=4, help="requests in flight per viewer")
+    p.add_argument("--trickle", type=float, default=4.0, help="requests/s of the idle viewer")
     p.add_argument("--open-latency", type=float, default=0.3)
     p.add_argument("--reader-cache-size", type=int, default=4)
     p.add_argument("--idle-exit", type=float, default=5.0, help="worker_idle_exit (s)")
@@ -177,8 +192,9 @@ def main() -> int:
             sysm.stop()
     print(f"\n{os.cpu_count()} CPUs (shared with the load generator and anything else "
           f"running), {ns.num_slides} slides 4000x3000, open latency {ns.open_latency} s, "
-          f"reader cache {ns.reader_cache_size} slides/worker, gateway cache off; trickle "
-          f"1 viewer x 1, burst {ns.viewers} viewers x {ns.inflight} for {ns.burst:.0f} s "
+          f"reader cache {ns.reader_cache_size} slides/worker, gateway cache off; one viewer "
+          f"at {ns.trickle:g} requests/s throughout, burst {ns.viewers} viewers x "
+          f"{ns.inflight} for {ns.burst:.0f} s "
           f"after {ns.lead:.0f} s; scale_up_wait {ns.scale_up_wait} s, worker_idle_exit "
           f"{ns.idle_exit} s, heartbeat 1 s\n")
     print(f"Timeline, --workers {ns.elastic}:\n")
