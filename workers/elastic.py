@@ -70,7 +70,8 @@ class Limits:
         interval = settings.heartbeat_interval
         return cls(settings.worker_count, settings.worker_max, settings.scale_up_wait,
                    settings.worker_idle_exit, cooldown=max(0.5, 2 * interval),
-                   stale=max(1.0, settings.heartbeat_expiry), fresh=1.5 * interval + 0.25)
+                   stale=max(1.0, settings.heartbeat_expiry),
+                   fresh=max(1.0, 1.5 * interval + 0.25))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ import pytest
 
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
+from tests.helpers import wait_for
 from workers.elastic import Action, Limits, Slot, decide
+from workers.launcher import Child, Supervisor
 from workers.load_report import ENV, LoadChannel, LoadReport
 
 LIMITS = Limits(low=1, high=4, scale_up_wait=0.2, idle_exit=30.0, cooldown=2.0, stale=3.0,
@@ -158,3 +160,24 @@ def test_no_pipe_no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     report.router_said("ipc://r", {"waiting": 1})
     report.write(1, 1)  # nothing to write to, nothing raised
     assert os.environ.get(ENV) is None
+
+
+# --- the supervisor's side: a retired child is not restarted --------------------------------
+
+def test_a_retired_child_leaves_and_a_crashed_one_comes_back() -> None:
+    env = dict(os.environ)
+    retired = Child("retired", ["sleep", "30"], env, channel=LoadChannel())
+    crashing = Child("crashing", ["sh", "-c", "exit 3"], env)
+    sup = Supervisor([retired, crashing])
+    sup.start()
+    try:
+        assert retired.proc is not None and retired.channel is not None
+        sup.retire(retired)
+        wait_for(lambda: (sup.poll(), retired not in sup.children)[1], 10,
+                 what="the retired child reaped and dropped")
+        assert retired.exits == [-15] and retired.restarts == 0
+        wait_for(lambda: (sup.poll(), crashing.restarts >= 1)[1], 10,
+                 what="the crashed child restarted")
+        assert sup.children == [crashing]
+    finally:
+        sup.stop(timeout=5)
