@@ -219,6 +219,12 @@ class DicomReader(SlideReader):
         self.overlap = overlap
         self._passthrough = passthrough and overlap == 0
 
+    @property
+    def slide(self) -> DicomSlide:
+        """OpenSlide's slide API over the series' frames (what DeepZoom runs on), so a
+        caller can set it beside ``openslide.OpenSlide`` on the same files."""
+        return self._slide
+
     def describe(self) -> dict[str, Any]:
         return describe(self.name, self._slide, self._dz, self.tile_size, self.overlap, "dicom")
 
@@ -235,8 +241,10 @@ class DicomReader(SlideReader):
         ds = slide.level_downsamples[lvl]
         if (slide.tile_size(lvl) != (ts, ts) or size != (ts, ts)
                 or tuple(self._dz.level_dimensions[level]) != (lw, lh)
-                or location != (round(col * ts * ds), round(row * ts * ds))
+                or (location[0] / ds, location[1] / ds) != (col * ts, row * ts)
                 or (col + 1) * ts > lw or (row + 1) * ts > lh):
+            # OpenSlide paints the frame 1:1 only at a whole level position: on a
+            # fractional downsample (odd level sizes) it interpolates
             return None
         try:
             found = slide.frame(lvl, col, row)
