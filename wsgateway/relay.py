@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from config.endpoints import wants_ipv6
 from config.errors import Busy, ProtocolError, TileRouterError, Timeout, Unavailable
@@ -63,6 +64,7 @@ class RouterClient:
         self._pending: dict[int, tuple[asyncio.Future[Reply], float]] = {}
         self._rids = itertools.count(1)
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None  # the DEALER's disconnect events
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,18 +85,45 @@ class RouterClient:
         secure_client(sock, self.settings)
         if wants_ipv6(self.endpoint):
             sock.setsockopt(zmq.IPV6, 1)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self.endpoint)
         self._sock = sock
         self._last_heard = time.monotonic()
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._loop.add_reader(self._monitor.getsockopt(zmq.FD), self._on_monitor)
         self._drain_soon()
+        self._loop.call_soon(self._on_monitor)  # edge-triggered: look once now
 
     def _close_socket(self) -> None:
         if self._sock is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._sock.getsockopt(zmq.FD))
+            if self._monitor is not None:
+                if self._loop is not None:
+                    self._loop.remove_reader(self._monitor.getsockopt(zmq.FD))
+                self._sock.disable_monitor()
+                self._monitor.close(linger=0)
+                self._monitor = None
             self._sock.close(linger=0)
             self._sock = None
+
+    def _on_monitor(self) -> None:
+        """The connection to the router closed (it exited: SIGTERM after draining, or
+        killed, or a network reset): nothing pending there can be answered over it any
+        more, so it is re-sent now rather than after the heartbeat window."""
+        monitor, disconnected = self._monitor, False
+        for _ in range(1000):  # bounded; each event is one message
+            if monitor is None or monitor is not self._monitor:
+                return
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+            disconnected |= parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED
+        if disconnected and self._pending:
+            log.warning("router %s disconnected: re-sending %d pending requests",
+                        self.endpoint, len(self._pending))
+            self._fail_all(RouterLost("router disconnected"))
 
     async def close(self, reason: TileRouterError | None = None) -> None:
         """Stop; pending requests fail with ``reason`` (RouterLost: re-sent elsewhere)."""
