@@ -15,8 +15,10 @@ is started again (as the serve launcher or systemd would), and the load goes on 
 and unknown replies, lost requests; the outage (per viewer, the longest gap between two
 good replies from 1 s before the SIGTERM to ``--after`` s after it: max and p99 over the
 viewers that were on the stopped gateway, and the same gap in a calm window before, for
-scale: on a loaded machine it is not 0); p50/p99 latency (first send to reply) of
-requests sent in the ``--after`` s after the SIGTERM and in as long a window before it.
+scale: on a loaded machine it is not 0); the hand-off itself (from the notice to the first
+good reply to a request sent after it, per viewer that got the notice); p50/p99 latency
+(first send to reply) of requests sent in the ``--after`` s after the SIGTERM and in as
+long a window before it.
 """
 
 from __future__ import annotations
@@ -183,6 +185,11 @@ def main() -> int:
         print(f"outage, {label} ({len(group)}): longest gap between good replies max "
               f"{max(gaps, default=float('nan')):.0f} ms, p99 {pct(gaps, 99):.0f} ms "
               f"(same window before the SIGTERM: max {max(calm, default=float('nan')):.0f} ms)")
+    took = [(c.first_ok_sent_after(c.handoff_at[0]) - c.handoff_at[0]) * 1000
+            for c in clients if c.handoff_at and c.first_ok_sent_after(c.handoff_at[0])]
+    if took:
+        print(f"hand-off, notice to first good reply on the new connection ({len(took)} "
+              f"viewers): p50 {pct(took, 50):.0f} ms, max {max(took):.0f} ms")
     for label, (lo, hi) in (("after the SIGTERM", (t_sig, t_sig + args.after)),
                             ("before it", (t_sig - args.after, t_sig))):
         lat = [(d.at - d.first_sent) * 1000 for c in clients for d in c.done.values()

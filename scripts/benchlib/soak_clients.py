@@ -123,6 +123,7 @@ class Client(threading.Thread):
         self.old: websocket.WebSocket | None = None  # handing off: read until answered
         self.connect_at = 0.0  # next connect attempt (backoff after a failure)
         self.backoff = 0.05
+        self.handoff_at: list[float] = []  # when each notice arrived (monotonic)
         self.pending: dict[int, Req] = {}
         self.done: dict[int, Done] = {}
         self.ok_log: list[tuple[float, float]] = []  # (reply at, last sent), in reply order
@@ -166,6 +167,7 @@ class Client(threading.Thread):
     def _hand_off(self) -> None:
         """The notice: the current connection becomes the old one; connect now."""
         self.stats.handoffs += 1
+        self.handoff_at.append(time.monotonic())
         if self.old is not None:  # a second notice before the first hand-off ended
             self._close_old()
         self.old, self.sock = self.sock, None
