@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,31 @@ def test_a_router_leaves_under_load(dns_system: tuple[System, HostsFile]) -> Non
     logs = sysm.logs()
     assert f"router {_front(sysm, B)} left" in logs  # the gateway's
     assert f"router tcp://{B}:{_port(sysm.settings.backend)} left" in logs  # the workers'
+
+
+def test_ipv6_router_addresses_in_brackets(slide_root: Path) -> None:
+    """A name's AAAA address (here the literal ::1) is tcp://[::1]:PORT, IPv6 on the
+    sockets of router, workers and gateway alike."""
+    ports = []
+    for _ in range(2):
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", 0))
+                ports.append(s.getsockname()[1])
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback here: {exc}")
+    front, back = ports
+    sysm = System(slide_root, workers=1, frontend=f"dns+tcp://[::1]:{front}",
+                  backend=f"dns+tcp://[::1]:{back}", stats_port=0)
+    with running(sysm, start=False):
+        sysm.spawn("router", "router.cli", TILEROUTER_FRONTEND=f"tcp://[::1]:{front}",
+                   TILEROUTER_BACKEND=f"tcp://[::1]:{back}")
+        sysm.spawn("workers", "workers.launcher")
+        sysm.spawn("gateway", "wsgateway.cli")
+        sysm.wait_ready()
+        ws = sysm.ws()
+        try:
+            assert ws.tile("a.tiff", 10, 0, 0)[0]["ok"] is True
+        finally:
+            ws.close()
+        assert _gateway_routers(sysm) == {f"tcp://[::1]:{front}"}
