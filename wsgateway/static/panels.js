@@ -9,7 +9,7 @@ import { basename, fmtBytes, fmtInt, fmtMpp, vendorLabel } from "./format.js";
 import { PRIO_CONTROL } from "./ws_client.js";
 
 /**
- * data: SlideData; slideEntry(path): the slide list's {size, ...} for a path;
+ * data: SlideData; slideEntry(path): the slide list's {name, size, ...} for a path;
  * onLayout(): the viewer area changed size.
  */
 export function createPanels({ data, slideEntry, onLayout }) {
@@ -55,6 +55,15 @@ export function createPanels({ data, slideEntry, onLayout }) {
   const assocUrls = [];
   let generation = 0;   // associated images of an older rendering are dropped
 
+  /** The slide's readable name (the listing's, else its file name) over its id. */
+  function renderName(path) {
+    const entry = slideEntry(path);
+    const name = (entry && entry.name) || basename(path);
+    $("info-name").textContent = name;
+    $("info-path").textContent = path;
+    $("info-path").hidden = path === name;
+  }
+
   /** info null: nothing open (path null) or still loading (path given). */
   function renderInfo(info, path) {
     generation++;
@@ -64,8 +73,7 @@ export function createPanels({ data, slideEntry, onLayout }) {
       content.hidden = !path;
       $("info-empty").hidden = !!path;
       if (path) {
-        $("info-name").textContent = basename(path);
-        $("info-path").textContent = path;
+        renderName(path);
         $("info-summary").replaceChildren(el("div", { class: "muted" }, "Loading…"));
         $("info-associated").replaceChildren();
         $("info-props-body").replaceChildren();
@@ -75,9 +83,7 @@ export function createPanels({ data, slideEntry, onLayout }) {
     }
     content.hidden = false;
     $("info-empty").hidden = true;
-    $("info-name").textContent = basename(path);
-    $("info-path").textContent = path;
-    $("info-path").hidden = path === basename(path);
+    renderName(path);
     $("info-summary").replaceChildren(...summaryRows(info, path));
     renderAssociated(info, path);
     renderProperties(info.properties || {});
@@ -195,6 +201,7 @@ export function createPanels({ data, slideEntry, onLayout }) {
   return {
     setPanel,
     renderInfo,
+    renderName,
     lightboxOpen: () => !lightbox.hidden,
     closeLightbox,
   };

@@ -10,8 +10,8 @@ import { PRIO_BACKGROUND } from "./ws_client.js";
 
 const GALLERY_MAX = 200;
 
-/** onOpen(path): a card was chosen. */
-export function createSlideBrowser({ client, data, onOpen }) {
+/** onOpen(path): a card was chosen; onListed(): the list (re)loaded. */
+export function createSlideBrowser({ client, data, onOpen, onListed }) {
   const listEl = $("slide-list");
   const filterEl = $("slide-filter");
   const galleryEl = $("gallery");
@@ -38,6 +38,7 @@ export function createSlideBrowser({ client, data, onOpen }) {
       .then((res) => {
         slides = (res.slides || []).slice().sort((a, b) => a.path.localeCompare(b.path, undefined, { numeric: true }));
         renderList();
+        if (onListed) onListed();
       })
       .catch((err) => {
         listFailed = true;

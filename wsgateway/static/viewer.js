@@ -53,7 +53,11 @@ client.onState(renderConn);
 renderConn(client.state);
 
 // ------------------------------------------------------------------ the parts
-const browser = createSlideBrowser({ client, data, onOpen: navigateToSlide });
+const browser = createSlideBrowser({
+  client, data, onOpen: navigateToSlide,
+  // a slide opened from the URL before the list came: now its readable name is known
+  onListed: () => { if (current) { renderTitle(current.path); panels.renderName(current.path); } },
+});
 const controls = createViewControls({
   getViewer: () => viewer,
   getViewport: () => (viewer && current && current.opened ? viewer.viewport : null),
@@ -178,6 +182,19 @@ function closeSlide() {
   browser.markActive(null);
 }
 
+/** The listing's readable name for a slide (a PACS series: patient · accession ·
+ * description), else its file name; the id stays in the tooltip and the URL. */
+function slideName(path) {
+  const entry = browser.entry(path);
+  return (entry && entry.name) || basename(path);
+}
+
+function renderTitle(path) {
+  $("slide-title").textContent = slideName(path);
+  $("slide-title").title = path;
+  document.title = slideName(path) + " · tilerouter";
+}
+
 function openSlide(path, view) {
   const token = ++openToken;
   // Tiles of the previous slide that are still waiting client-side are not needed anymore.
@@ -191,9 +208,7 @@ function openSlide(path, view) {
   $("viewer-error").hidden = true;
   $("viewer-loading").hidden = false;
   $("scalebar").hidden = true;
-  $("slide-title").textContent = basename(path);
-  $("slide-title").title = path;
-  document.title = basename(path) + " · tilerouter";
+  renderTitle(path);
   browser.markActive(path);
   panels.renderInfo(null, path);
 
