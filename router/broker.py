@@ -242,7 +242,7 @@ class Broker:
                 self.prefetcher.note(worker.identity, task.request)
         self.registry.assign(worker, task, now)
         if not self._send_worker(worker, protocol.REQUEST, task.request):
-            self.remove_worker(worker.identity, Removal.UNREACHABLE)
+            self.remove_worker(worker.identity, Removal.UNREACHABLE, unsent=task)
 
     def _send_worker(self, worker: WorkerState, command: bytes, header: dict[str, Any]) -> bool:
         try:
@@ -336,7 +336,7 @@ class Broker:
             self.dispatch(worker, Task(tid, None, None, request, request["slide"],
                                        time.monotonic() + PREFETCH_DEADLINE))
 
-    def remove_worker(self, identity: bytes, reason: Removal) -> None:
+    def remove_worker(self, identity: bytes, reason: Removal, unsent: Task | None = None) -> None:
         worker = self.registry.remove(identity)
         if worker is None:
             return
@@ -344,11 +344,11 @@ class Broker:
             self.prefetcher.forget(identity)
         self.counters["worker_leaves" if reason is Removal.DISCONNECTED
                       else "worker_deaths"] += 1
-        tasks = sorted(worker.inflight.values(), key=lambda t: t.tid)
+        tasks = sorted(worker.inflight.values(), key=lambda t: (t is unsent, t.tid))
         log.warning("worker %s removed (%s); requests in flight: %s", identity.decode(
             errors="replace"), reason.value, [t.request.get("request_id") for t in tasks])
         for i, task in enumerate(tasks):
-            if reason is not Removal.DISCONNECTED and i == 0:  # the one it was working on
+            if reason in (Removal.SILENT, Removal.UNREACHABLE) and i == 0 and task is not unsent:
                 task.crashes += 1
                 if task.slide is not None and self.quarantine.crashed(task.slide,
                                                                       task.crashes):
@@ -356,7 +356,7 @@ class Broker:
             task.worker = None
             if task.answered or task.gateway is None:  # prefetches are not retried
                 continue
-            task.attempts += 1
+            task.attempts += task is not unsent  # never reached it: crashed nothing, no try
             if task.attempts > self.settings.max_retries:
                 self._answer_error(task.gateway, task.rid,
                                    WorkerLost(f"worker died handling the request ({reason.value})"))
@@ -376,8 +376,8 @@ class Broker:
     # --- housekeeping ---------------------------------------------------------------------
 
     def purge_workers(self, now: float) -> None:
-        for worker in [w for w in self.registry.workers.values() if w.expiry < now]:
-            self.remove_worker(worker.identity, Removal.SILENT)
+        for worker, reason in self.registry.silent(now, self.settings.heartbeat_expiry):
+            self.remove_worker(worker.identity, reason)
 
     def expire_requests(self, now: float) -> None:
         expired = [t for t in self.queue if t.deadline <= now]

@@ -13,11 +13,15 @@ from router.worker_metrics import WorkerMetrics
 
 
 class Removal(enum.Enum):
-    """Why a worker left the registry; a worker that said goodbye crashed nothing."""
+    """Why a worker left the registry. The oldest request a worker received counts as
+    having crashed it when it went SILENT or UNREACHABLE; one that said goodbye, or that
+    went silent together with every other worker (CUT_OFF), crashed nothing, nor did a
+    request that could not even be sent to it (``Broker.remove_worker``'s ``unsent``)."""
 
     DISCONNECTED = "disconnected"
     SILENT = "heartbeat expired"
     UNREACHABLE = "unreachable"
+    CUT_OFF = "every worker silent: the router cut off or stalled"  # crashed nothing either
 
 
 @dataclass(eq=False)
@@ -137,6 +141,18 @@ class Registry:
                 if not holders:
                     del self._holders[slide]
         return worker
+
+    def silent(self, now: float, expiry: float) -> list[tuple[WorkerState, Removal]]:
+        """The workers to drop now: those whose heartbeat expired, or, when two or more
+        all went silent together (each for over half ``expiry``), every one as CUT_OFF.
+        A network cut or a stalled router (SIGSTOP) silences them all at once, and what
+        they were rendering must not count as crashing them (quarantine); a slide that
+        crashes workers kills one at a time while the others keep talking."""
+        workers = list(self.workers.values())
+        expired = [w for w in workers if w.expiry < now]
+        if expired and len(workers) > 1 and all(w.expiry - now < expiry / 2 for w in workers):
+            return [(w, Removal.CUT_OFF) for w in workers]
+        return [(w, Removal.SILENT) for w in expired]
 
     def holders(self, slide: str) -> list[WorkerState]:
         return [self.workers[i] for i in self._holders.get(slide, ())]

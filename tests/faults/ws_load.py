@@ -72,6 +72,6 @@ class Load:
 
     def assert_exactly_one_good_reply_each(self) -> None:
         assert self.failures == []
-        assert self.errors == []
+        assert self.errors == [], f"{len(self.errors)} errors, first {self.errors[:3]}"
         assert set(self.sent) == set(self.replies), "every request answered"
         assert max(self.replies.values()) == 1, "no request answered twice"

@@ -14,7 +14,7 @@ from router.policy import (
     make_policy,
     rendezvous_score,
 )
-from router.registry import Registry, Task, WorkerState
+from router.registry import Registry, Removal, Task, WorkerState
 from router.waiting import WaitQueue
 
 _tids = itertools.count(1)
@@ -479,3 +479,17 @@ def test_affinity_bound_follows_what_opening_a_slide_costs() -> None:
     assert policy.max_affinity_wait == 2.0  # capped
     a.update({"open_s": True}, 64)  # a wrong type keeps the last value
     assert a.open_seconds == 9.0
+
+
+def test_silent_workers_one_by_one_are_silent_all_at_once_cut_off() -> None:
+    """One worker past its expiry while another still talks: SILENT (its task may count
+    as a crash). Every worker silent together (a network cut, a stalled router): all go
+    at once as CUT_OFF, which counts no crash. A lone worker is never judged cut off."""
+    a, b = worker("a"), worker("b")
+    reg = registry(a, b)
+    a.expiry, b.expiry = 9.9, 12.5  # now = 10, expiry 3: b heard 0.5 s ago
+    assert reg.silent(10.0, 3.0) == [(a, Removal.SILENT)]
+    b.expiry = 10.8  # b silent 2.2 s too
+    assert reg.silent(10.0, 3.0) == [(a, Removal.CUT_OFF), (b, Removal.CUT_OFF)]
+    assert reg.silent(9.5, 3.0) == []  # nobody expired yet
+    assert registry(a).silent(10.0, 3.0) == [(a, Removal.SILENT)]
