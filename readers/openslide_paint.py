@@ -147,7 +147,29 @@ class _AreaPlan:
                 tile = tiles.get((c, r))
                 if xspan is None or tile is None:
                     continue  # a tile a sparse series does not store stays transparent
-                _paint_tile(dest[oy:, ox:], self._surface(tile, c, r), xspan, yspan)
+                if xspan[4] and yspan[4]:
+                    self._copy(dest[oy:, ox:], tile, c, r, xspan, yspan)
+                else:
+                    _paint_tile(dest[oy:, ox:], self._surface(tile, c, r), xspan, yspan)
+
+    def _copy(self, dest: np.ndarray, tile: np.ndarray, col: int, row: int, xspan: Span,
+              yspan: Span) -> None:
+        """A whole translation: cairo copies the tile (filter NEAREST) onto a square no
+        other tile touches, and pixman's float round trip of an 8-bit value is exact,
+        so the pixels land as stored (opaque), but for those past the level's edge."""
+        g = self.grid
+        x0, x1, px, _, _ = xspan
+        y0, y1, py, _, _ = yspan
+        keep_w = min(g.tile_w, g.width - col * g.tile_w, tile.shape[1])
+        keep_h = min(g.tile_h, g.height - row * g.tile_h, tile.shape[0])
+        x1 = min(x1, dest.shape[1], x0 + keep_w - px)
+        y1 = min(y1, dest.shape[0], y0 + keep_h - py)
+        if x0 >= x1 or y0 >= y1:
+            return
+        part = tile[py:py + y1 - y0, px:px + x1 - x0]
+        box = dest[y0:y1, x0:x1]
+        box[..., :3] = part[..., None] if part.ndim == 2 else part[..., :3]
+        box[..., 3] = 255
 
     def _surface(self, tile: np.ndarray, col: int, row: int) -> np.ndarray:
         """The tile as OpenSlide hands it to cairo: premultiplied RGBA, pixels past the
@@ -188,9 +210,10 @@ def _area(grid: Grid, x: int, y: int, w: int, h: int) -> _AreaPlan:
 
 
 def _paint_tile(dest: np.ndarray, surface: np.ndarray, xspan: Span, yspan: Span) -> None:
-    """Composite one tile onto ``dest`` (premultiplied uint8) as pixman does."""
-    x0, x1, px, xfrac, xwhole = xspan
-    y0, y1, py, yfrac, ywhole = yspan
+    """Composite one tile at a fractional translation onto ``dest`` (premultiplied
+    uint8) as pixman does: bilinear, then SATURATE, in float."""
+    x0, x1, px, xfrac, _ = xspan
+    y0, y1, py, yfrac, _ = yspan
     x1 = min(x1, dest.shape[1])  # the cairo surface clips what falls past it
     y1 = min(y1, dest.shape[0])
     if x0 >= x1 or y0 >= y1:
@@ -198,11 +221,6 @@ def _paint_tile(dest: np.ndarray, surface: np.ndarray, xspan: Span, yspan: Span)
     n, m = x1 - x0, y1 - y0
     sx, sy = px + 1, py + 1  # the surface has a 1 px transparent frame
     box = dest[y0:y1, x0:x1]
-    if xwhole and ywhole:
-        # a copy onto a square no other tile touches: the float round trip of an
-        # 8-bit value is exact and SATURATE onto 0 is the source
-        box[...] = surface[sy:sy + m, sx:sx + n]
-        return
     pixels = surface[sy:sy + m + 1, sx:sx + n + 1].astype(np.float32) * _UNORM8
     one = np.float32(1)
     dx, dy = np.float32(xfrac) / np.float32(_ONE), np.float32(yfrac) / np.float32(_ONE)
