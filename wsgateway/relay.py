@@ -110,7 +110,10 @@ class RouterClient:
     def _on_monitor(self) -> None:
         """The connection to the router closed (it exited: SIGTERM after draining, or
         killed, or a network reset): nothing pending there can be answered over it any
-        more, so it is re-sent now rather than after the heartbeat window."""
+        more, so it is re-sent now rather than after the heartbeat window. The link stays
+        available (the heartbeat window and the incarnation check judge it as before):
+        marking it unavailable at once left requests no router at all in the failover test,
+        where three routers restart within a second."""
         monitor, disconnected = self._monitor, False
         for _ in range(1000):  # bounded; each event is one message
             if monitor is None or monitor is not self._monitor:
