@@ -8,9 +8,15 @@ a host of its own is that (a) a router's CPU per request stays flat as routers a
 and (b) the shards are even, so each router takes about 1/N of the requests. This
 measures both on ``tilerouter serve --routers N``:
 
-- a trace of many slide ids (``--slides``, default 240: hard links to one small
+- a trace of many slide ids (``--slides``, default 1000: hard links to one small
   generated slide), seeded pan/zoom sessions (benchlib.trace) with every slide id equally
-  popular (Zipf s = 0), so the shares follow the rendezvous sharding alone;
+  popular (Zipf s = 0) and short sessions (``--switch-every`` 2 steps, so a window holds
+  hundreds of sessions and the shares follow the sharding, not a few long sessions);
+- the same load per router in every run, as when each router has a host of its own:
+  requests start at ``--rate-per-router`` x N per second (a router's CPU per request
+  falls as its own rate rises, since one poll wake-up then handles more messages, so
+  runs are compared at equal per-router rates; ``--rate-per-router 0`` = as fast as the
+  machine goes);
 - tiny render cost: the workers run with ``bench_tiles_by_position`` (a benchmark knob: a
   tile is rendered once per position and every other slide id's tile there is a tile-cache
   hit), the gateway's hot-tile cache is off (``gateway_cache_bytes=0``) and there is no
@@ -20,7 +26,8 @@ measures both on ``tilerouter serve --routers N``:
   and CPU µs per request; per run tiles/s, max share / even share (1/N) against
   ``--max-skew`` and mean µs per request against 1 router's.
 
-    .venv/bin/python scripts/bench_routers_scale.py [--routers 1,2,4 --duration 20]
+    .venv/bin/python scripts/bench_routers_scale.py [--routers 1,2,4 --duration 20
+                                                     --rate-per-router 200]
 
 Prints markdown tables; asserts nothing.
 """
@@ -110,7 +117,7 @@ def run(n: int, args: argparse.Namespace, root: str, names: list[str]) -> Run:
     log_path = os.path.join(tempfile.gettempdir(), f"bench-routers-{n}.log")
     geometry = slide_geometry(os.path.join(root, names[0]), Settings())
     geometries = dict.fromkeys(names, geometry)
-    spec = TraceSpec(seed=args.seed, zipf_s=0.0)
+    spec = TraceSpec(seed=args.seed, zipf_s=0.0, switch_every=args.switch_every)
     traces = [viewer_trace(v, spec, names, geometries) for v in range(args.viewers)]
     with ServerProcess(options, log_path) as srv:
         routers = router_processes(srv.pgid)
@@ -122,8 +129,9 @@ def run(n: int, args: argparse.Namespace, root: str, names: list[str]) -> Run:
         asyncio.run(run_load(srv.base_url, traces, LoadPlan("ws", args.inflight,
                                                             args.warmup, None)))
         before, cpu_before, started = counts(routers), cpu.sample(srv.pgid), time.monotonic()
+        rate = args.rate_per_router * n or None
         result = asyncio.run(run_load(srv.base_url, traces, LoadPlan(
-            "ws", args.inflight, args.duration, None)))
+            "ws", args.inflight, args.duration, None, rate=rate)))
         after, cpu_after = counts(routers), cpu.sample(srv.pgid)
         window = time.monotonic() - started
     rows = [RouterRow(a[0] - b[0], a[1] - b[1], (ia[1] - ib[1]) / idle_s)
@@ -132,21 +140,25 @@ def run(n: int, args: argparse.Namespace, root: str, names: list[str]) -> Run:
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> None:
-    print(f"\n{args.slides} slide ids (hard links to one {args.slide_size} slide), "
-          f"{args.viewers} ws viewers x {args.inflight} in flight, {args.workers} workers, "
-          f"1 gateway, warm-up {args.warmup:.0f} s, window {args.duration:.0f} s, "
-          f"{os.cpu_count()} cores (machine shared)\n")
-    print("| routers | router | requests | share | CPU s | CPU µs/request | idle CPU ms/s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    pace = (f"{args.rate_per_router:.0f} requests/s per router" if args.rate_per_router
+            else "unpaced")
+    print(f"\n{args.slides} slide ids (hard links to one {args.slide_size} slide), sessions "
+          f"of {args.switch_every} steps, {args.viewers} ws viewers x {args.inflight} in "
+          f"flight, {pace}, {args.workers} workers, 1 gateway, warm-up {args.warmup:.0f} s, "
+          f"window {args.duration:.0f} s, {os.cpu_count()} cores (machine shared)\n")
+    print("| routers | router | requests | req/s | share | CPU s | CPU µs/request "
+          "| idle CPU ms/s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in runs:
         for i, (row, share) in enumerate(zip(r.rows, r.shares(), strict=True)):
-            print(f"| {r.routers} | {i} | {row.requests:,} | {share:.3f} | {row.cpu_s:.2f} | "
-                  f"{row.us_per_request:.0f} | {1000 * row.idle_cpu_per_s:.1f} |")
+            print(f"| {r.routers} | {i} | {row.requests:,} | {row.requests / r.window_s:.0f} | "
+                  f"{share:.3f} | {row.cpu_s:.2f} | {row.us_per_request:.0f} | "
+                  f"{1000 * row.idle_cpu_per_s:.1f} |")
     base = runs[0].us_per_request
     print(f"\n| routers | tiles/s | errors | router µs/request | vs {runs[0].routers} router(s) "
-          f"| max share / even | shards within {args.max_skew}x | cores gw/router/workers/bench"
-          f"/other |")
-    print("|---:|---:|---:|---:|---:|---:|---|---|")
+          f"| flat (<= {args.max_cpu_ratio}x) | max share / even | shards within "
+          f"{args.max_skew}x | cores gw/router/workers/bench/other |")
+    print("|---:|---:|---:|---:|---:|---|---:|---|---|")
     for r in runs:
         rate = r.result.ok / r.window_s
         errors = sum(r.result.errors.values())
@@ -154,15 +166,21 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
         cores = ("n/a" if u is None else "/".join(
             f"{x:.2f}" for x in (u.server.get("gateway", 0.0), u.server.get("router", 0.0),
                                  u.server.get("workers", 0.0), u.bench, u.other)))
-        verdict = "yes" if r.skew <= args.max_skew else "NO"
+        even = "yes" if r.skew <= args.max_skew else "NO"
+        ratio = r.us_per_request / base
+        flat = "yes" if ratio <= args.max_cpu_ratio else "NO"
         print(f"| {r.routers} | {rate:,.0f} | {errors} | {r.us_per_request:.0f} | "
-              f"{r.us_per_request / base:.2f}x | {r.skew:.3f} | {verdict} | {cores} |")
+              f"{ratio:.2f}x | {flat} | {r.skew:.3f} | {even} | {cores} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--routers", default="1,2,4", help="router counts, comma-separated")
-    ap.add_argument("--slides", type=positive_int, default=240, help="slide ids in the trace")
+    ap.add_argument("--slides", type=positive_int, default=1000, help="slide ids in the trace")
+    ap.add_argument("--switch-every", type=positive_int, default=2,
+                    help="walk steps per viewing session before the next slide")
+    ap.add_argument("--rate-per-router", type=float, default=200.0,
+                    help="requests/s started per router (0 = unpaced)")
     ap.add_argument("--slide-size", default="4000x3000")
     ap.add_argument("--workers", type=positive_int, default=2)
     ap.add_argument("--viewers", type=positive_int, default=8)
@@ -171,6 +189,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="measured window (s)")
     ap.add_argument("--idle", type=float, default=3.0, help="idle seconds measured first")
     ap.add_argument("--max-skew", type=float, default=1.25)
+    ap.add_argument("--max-cpu-ratio", type=float, default=1.25,
+                    help="CPU per request vs the first run's still counted flat")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cache", default="/tmp/tilerouter-bench-slides")
     args = ap.parse_args()

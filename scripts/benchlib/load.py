@@ -50,6 +50,7 @@ class LoadPlan:
     duration: float | None  # seconds; None = until the budgets are spent
     budgets: Sequence[int] | None  # requests per viewer; None = until the deadline
     request_timeout: float = 60.0
+    rate: float | None = None  # requests per second started over all viewers; None = free
 
 
 @dataclass
@@ -249,6 +250,17 @@ class Budget:
         now = time.monotonic()
         self.deadline = now + plan.duration if plan.duration is not None else float("inf")
         self.left = list(plan.budgets) if plan.budgets is not None else [-1] * viewers
+        self.interval = 1.0 / plan.rate if plan.rate else 0.0
+        self._next_start = now
+
+    async def pace(self) -> None:
+        """With a rate, wait for the next start slot (slots missed while the server was
+        slow are not made up in a burst)."""
+        if self.interval:
+            now = time.monotonic()
+            slot = max(self._next_start, now)
+            self._next_start = slot + self.interval
+            await asyncio.sleep(slot - now)
 
     def stop(self) -> None:
         self.deadline = 0.0
@@ -271,6 +283,7 @@ async def open_viewer(base_url: str, plan: LoadPlan) -> ViewerClient:
 async def run_lane(client: ViewerClient, lane: int, viewer: int, trace: Iterator[TileRequest],
                    budget: Budget, plan: LoadPlan, result: LoadResult) -> None:
     while budget.take(viewer):
+        await budget.pace()
         request = next(trace)
         started = time.perf_counter()
         try:
