@@ -11,7 +11,7 @@ keep requests in flight over many slide ids throughout. Also prints how many sli
 or a leave moves when the rendezvous order is keyed on the endpoint (now) versus on its
 index in the sorted address list (before). Prints tables; asserts nothing.
 
-    sudo .venv/bin/python scripts/bench_router_dns.py [--cycles 3 --every 8 --interval 1]
+    sudo .venv/bin/python scripts/bench_router_dns.py [--cycles 3 --every 10 --interval 5]
 """
 
 from __future__ import annotations
@@ -76,12 +76,14 @@ def shard_moves(slides: int = 10_000) -> list[tuple[str, float, float]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cycles", type=int, default=3)
-    ap.add_argument("--every", type=float, default=8.0)
-    ap.add_argument("--interval", type=float, default=1.0, help="router_dns_interval")
+    ap.add_argument("--every", type=float, default=10.0)
+    ap.add_argument("--interval", type=float, default=5.0, help="router_dns_interval")
+    ap.add_argument("--heartbeat", default="1x3", help="interval x liveness")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--window", type=int, default=8)
     args = ap.parse_args()
+    beat, liveness = args.heartbeat.split("x")
     reason = unavailable_reason()
     if reason:
         print(f"bench_router_dns: {reason}", file=sys.stderr)
@@ -94,7 +96,7 @@ def main() -> int:
         front, back = free_port(ADDRESSES[0]), free_port(ADDRESSES[0])
         sysm = System(tmp, workers=args.workers, frontend=f"dns+tcp://{NAME}:{front}",
                       backend=f"dns+tcp://{NAME}:{back}", router_dns_interval=args.interval,
-                      heartbeat_interval=0.25, heartbeat_liveness=4, drain_timeout=2.0,
+                      heartbeat_interval=float(beat), heartbeat_liveness=int(liveness),
                       gateway_cache_bytes=0, stats_port=0, log_level="WARNING")
         hosts = HostsFile(Path(tmp), NAME)
 
@@ -154,8 +156,8 @@ def main() -> int:
     lost = len(set(viewers.sent) - set(viewers.replies))
     twice = sum(1 for n in viewers.replies.values() if n > 1)
     print(f"{args.workers} workers, {args.clients} viewers x {args.window} in flight, "
-          f"router_dns_interval {args.interval} s, {args.cycles} joins and {args.cycles} "
-          f"leaves, {args.every:.0f} s apart")
+          f"router_dns_interval {args.interval} s, heartbeat {args.heartbeat}, {args.cycles} "
+          f"joins and {args.cycles} leaves, {args.every:.0f} s apart")
     print(f"requests {len(viewers.sent)}, replies {sum(viewers.replies.values())}, unanswered "
           f"{lost}, answered twice {twice}, outcomes {dict(viewers.codes)}, re-sent {resent}")
     print("| event | router | gateway settled in (s) |")
