@@ -144,7 +144,11 @@ class ResolverThread:
     def _run(self) -> None:
         last = self.endpoints.current()
         while not self._stop.wait(self.interval):
-            now = self.endpoints.resolve()
+            try:
+                now = self.endpoints.resolve()
+            except Exception:  # never let one bad answer end the following
+                log.exception("resolving the routers' names failed")
+                continue
             if now != last:
                 with self._lock:
                     self._latest = last = now
