@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import openslide
+from PIL import Image
 
 from config.errors import OutOfRange, SlideNotFound
 
@@ -48,6 +49,28 @@ def check_tile(dz: Any, level: int, col: int, row: int) -> None:
     cols, rows = dz.level_tiles[level]
     if not (0 <= col < cols and 0 <= row < rows):
         raise OutOfRange(f"tile ({col}, {row}) outside level {level}'s {cols}x{rows} tiles")
+
+
+def render_tile(slide: Any, dz: Any, level: int, col: int, row: int) -> Image.Image:
+    """``dz.get_tile``'s pixels; for a sliver tile, the same steps on a one-pixel read.
+
+    On an odd-sized level DeepZoomGenerator's arithmetic can give a tile of the grid a
+    read of zero level pixels (a row or column under one level pixel at the far edge),
+    and ``get_tile`` then fails with ZeroDivisionError. The tile exists in the grid the
+    viewer was given, so it is drawn from the one level pixel it lies in.
+    """
+    location, slide_level, size = dz.get_tile_coordinates(level, (col, row))
+    if min(size) > 0:
+        return dz.get_tile(level, (col, row))
+    tile = slide.read_region(location, slide_level, (max(1, size[0]), max(1, size[1])))
+    profile = tile.info.get("icc_profile")
+    color = slide.properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "ffffff")
+    tile = Image.composite(tile, Image.new("RGB", tile.size, f"#{color}"), tile)
+    tile = tile.resize(tuple(dz.get_tile_dimensions(level, (col, row))),
+                       Image.Resampling.LANCZOS)
+    if profile is not None:
+        tile.info["icc_profile"] = profile
+    return tile
 
 
 def associated_image(slide: Any, name: str, size: int, slide_name: str) -> Any:

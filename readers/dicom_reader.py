@@ -30,7 +30,7 @@ from wsidicom.geometry import Point
 
 from config.errors import BadSlide, TileRouterError
 from readers.base import READ_ERRORS, RegionRequest, SlideReader
-from readers.deepzoom_info import associated_image, check_tile, describe
+from readers.deepzoom_info import associated_image, check_tile, describe, render_tile
 from readers.dicom_frames import (
     JPEG_BASELINE,
     Associated,
@@ -264,7 +264,8 @@ class DicomReader(SlideReader):
             if stored is not None:
                 return stored
         try:
-            return encode_image(self._dz.get_tile(level, (col, row)), fmt, quality)
+            image = render_tile(self._slide, self._dz, level, col, row)
+            return encode_image(image, fmt, quality)
         except READ_ERRORS as exc:
             raise BadSlide(f"read error in {self.name!r}: {type(exc).__name__}") from None
 

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from config.errors import BadSlide, SlideNotFound
 from readers.base import READ_ERRORS, RegionRequest, SlideReader
-from readers.deepzoom_info import associated_image, check_tile, describe
+from readers.deepzoom_info import associated_image, check_tile, describe, render_tile
 from readers.encode import encode_image
 from readers.formats import ASSOCIATED_QUALITY
 from readers.passthrough import VENDORS, PassthroughIndex
@@ -115,15 +115,15 @@ class OpenSlideReader(SlideReader):
     def _render(self, level: int, col: int, row: int) -> Image.Image:
         """``DeepZoomGenerator.get_tile``'s pixels, from stored tiles where it reads them at
         integral level coordinates (then resized exactly as it resizes)."""
-        if self._stored is not None:
-            args = self._dz.get_tile_coordinates(level, (col, row))
+        args = self._dz.get_tile_coordinates(level, (col, row))
+        if self._stored is not None and min(args[2]) > 0:
             image = self._stored.read_region(*args)
             if image is not None:
                 z_size = self._dz.get_tile_dimensions(level, (col, row))
                 if image.size != tuple(z_size):
                     image.thumbnail(z_size, Image.Resampling.LANCZOS)
                 return image
-        return self._dz.get_tile(level, (col, row))
+        return render_tile(self._reads, self._dz, level, col, row)
 
     def region(self, req: RegionRequest, max_area: int, jpeg_quality: int
                ) -> tuple[bytes, int]:
