@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ class RouterClient:
         self.context = context or zmq.Context.instance()
         self.available = True
         self._incarnation: str | None = None  # the router instance's id, from heartbeats
+        self.on_disconnect: Callable[[], None] | None = None  # told when the link drops
         self.has_workers = True  # as the router's last heartbeat said (a restarted router
         # has none until they re-register: its shard goes elsewhere meanwhile)
         # rid -> (future, backstop deadline on time.monotonic())
@@ -123,6 +125,8 @@ class RouterClient:
             except zmq.ZMQError:
                 break
             disconnected |= parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED
+        if disconnected and self.on_disconnect is not None:
+            self.on_disconnect()
         if disconnected and self._pending:
             log.warning("router %s disconnected: re-sending %d pending requests",
                         self.endpoint, len(self._pending))

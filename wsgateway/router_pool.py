@@ -55,6 +55,7 @@ class RouterPool:
         self.resent = 0  # requests re-sent to another router after theirs was lost
         self._spread = itertools.count()  # slide-less requests (list, stats) rotate
         self._dns: asyncio.Task[None] | None = None
+        self._look_again = asyncio.Event()  # a router disconnected: has its address left?
         self._resolver = ThreadPoolExecutor(1, thread_name_prefix="router-dns")
 
     async def start(self) -> None:
@@ -75,10 +76,15 @@ class RouterPool:
 
     async def _follow_dns(self) -> None:
         """Routers that joined get a link; those that left are dropped, their pending
-        requests failed over as for a lost router (``RouterLost``: re-sent)."""
+        requests failed over as for a lost router (``RouterLost``: re-sent). Every
+        ``router_dns_interval``, and at once when a router's connection drops: one that
+        was told to stop has usually left the name already, and what was sent it after it
+        exited would otherwise wait out the heartbeat window."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.settings.router_dns_interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._look_again.wait(), self.settings.router_dns_interval)
+            self._look_again.clear()
             try:
                 await self._follow(await loop.run_in_executor(self._resolver,
                                                               self.endpoints.resolve))
@@ -91,6 +97,8 @@ class RouterPool:
             link = RouterClient(self.settings, self.context, endpoint)
             # one that joins later gets no shard until its heartbeat says it has workers
             link.has_workers = not joined
+            if self.endpoints.dynamic:  # a router that exits may have left the name: look
+                link.on_disconnect = self._look_again.set
             await link.start()
             self.links = [*self.links, link]
             if joined:
