@@ -13,6 +13,13 @@ once, in a shuffled order, over ``--viewers`` websockets x ``--inflight`` in fli
 caches start cold (new processes per row, each slide opened once before timing).
 
     .venv/bin/python scripts/bench_dicomweb.py [--width 8192 --height 6144 --slides 2]
+
+``--trace``: cache-aware vs round-robin routing with many slides in the PACS, on
+bench_remote.py's viewer trace through a latency proxy (``benchlib/dicomweb_trace.py``;
+defaults 24 slides of 4096 x 3072, RTT 0 and 20 ms, 2 workers, reader cache 8, about
+5 min on 2 cores the first time, the DICOM slides are kept for the next run):
+
+    .venv/bin/python scripts/bench_dicomweb.py --trace [--rtts 20 --slides 16]
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import dicomweb_trace
+from benchlib.args import csv_list
 from benchlib.dicom_slides import level_file, make_dicom_slide, series_uids
 from benchlib.load import LoadPlan, run_load
 from benchlib.orthanc import OrthancServer
@@ -85,17 +94,35 @@ def _row(source: str, geometry: tuple[int, int], stores: str, folder: Path,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--width", type=int, default=8192)
-    ap.add_argument("--height", type=int, default=6144)
-    ap.add_argument("--slides", type=int, default=2)
+    ap.add_argument("--trace", action="store_true",
+                    help="cache-aware vs round-robin on the many-slide viewer trace")
+    ap.add_argument("--width", type=int, default=None, help="8192; --trace 4096")
+    ap.add_argument("--height", type=int, default=None, help="6144; --trace 3072")
+    ap.add_argument("--slides", type=int, default=None, help="2; --trace 24")
     ap.add_argument("--levels", type=int, default=3, help="top DeepZoom levels asked")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--viewers", type=int, default=8)
+    ap.add_argument("--viewers", type=int, default=None, help="8; --trace 2 per slide")
     ap.add_argument("--inflight", type=int, default=4)
+    trace = ap.add_argument_group("--trace")
+    trace.add_argument("--rtts", default="0,20", help="proxy round trips in ms")
+    trace.add_argument("--policies", default="cache-aware,round-robin")
+    trace.add_argument("--reader-cache-size", type=int, default=8, help="slides/worker")
+    trace.add_argument("--frame-cache-mb", type=float, default=16.0,
+                       help="DICOM frames kept per worker (below the slide set's size)")
+    trace.add_argument("--tile-cache-bytes", type=lambda v: int(float(v)), default=8_000_000)
+    trace.add_argument("--duration", type=float, default=12.0, help="seconds per row")
+    trace.add_argument("--seed", type=int, default=1)
+    trace.add_argument("--slides-dir", default="/tmp/tilerouter-bench-dicomweb-slides")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     for name in ("pydicom", "wsidicom", "wsidicomizer", "opentile", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if args.trace:
+        main_trace(args)
+        return
+    args.width, args.height = args.width or 8192, args.height or 6144
+    args.slides, args.viewers = args.slides or 2, args.viewers or 8
 
     root = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
     try:
@@ -129,6 +156,21 @@ def main() -> None:
     for r in rows:
         print(f"| {r['source']} | {r['geometry']} | {r['tiles']} | {r['tiles_s']:.0f} | "
               f"{r['p50']:.1f} | {r['p99']:.1f} | {r['frames']} | {r['errors'] or ''} |")
+
+
+def main_trace(args: argparse.Namespace) -> None:
+    args.width, args.height = args.width or 4096, args.height or 3072
+    args.slides = args.slides or 24
+    args.viewers = args.viewers or 2 * args.slides
+    args.rtts = tuple(float(x) for x in csv_list(args.rtts))
+    args.policies = tuple(csv_list(args.policies))
+    log_dir = tempfile.mkdtemp(prefix="bench-dicomweb-trace-")
+    report, clean = dicomweb_trace.run(args, log_dir)
+    print(report, flush=True)
+    if not clean:
+        print(f"\nlogs: {log_dir}")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

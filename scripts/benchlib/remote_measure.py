@@ -27,7 +27,8 @@ from .server import ServerOptions, ServerProcess
 from .slides import Geometry, SlideSet
 from .trace import TileRequest, TraceSpec, viewer_trace
 
-REMOTE_FIELDS = ("round_trips", "ranged_requests", "ranged_bytes", "errors", "remote_seconds")
+REMOTE_FIELDS = ("round_trips", "ranged_requests", "ranged_bytes", "errors", "remote_seconds",
+                 "frames_fetched")  # the last: DICOMweb stores only (others count 0)
 HOME_VIEWPORT = 4  # tiles across the viewer's first (whole-slide) view
 WARM_TILES_PER_SLIDE = 3
 WARMUP_SLIDES = 2  # opened before a probe, so connection pools are as a running server's
@@ -43,6 +44,7 @@ class RemoteDelta:
     ranged_bytes: int
     errors: int
     remote_seconds: float
+    frames_fetched: int = 0  # DICOMweb stores: frames asked by WADO-RS
 
 
 def _remote_totals(stats: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -64,7 +66,7 @@ def remote_delta(before: dict[str, Any], after: dict[str, Any]) -> RemoteDelta:
              for f in REMOTE_FIELDS}
     return RemoteDelta(int(total["round_trips"]), int(total["ranged_requests"]),
                        int(total["ranged_bytes"]), int(total["errors"]),
-                       total["remote_seconds"])
+                       total["remote_seconds"], int(total["frames_fetched"]))
 
 
 def helper_cpu_seconds(exclude_pgid: int | None) -> float:
