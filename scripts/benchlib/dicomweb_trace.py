@@ -149,8 +149,8 @@ LEGEND = (
     "router sent to a worker already holding the slide; frames fetched: frames the "
     "workers asked Orthanc for by WADO-RS (frame-cache misses) per tile answered; round "
     "trips: the workers' DICOMweb calls; store wait: remote_seconds / (workers x row "
-    "seconds); new conns: TCP connections the latency proxy accepted; CA/RR: cache-aware "
-    "tiles/s over round-robin's at the same RTT")
+    "seconds), above 100% when a worker's calls overlap; new conns: TCP connections the "
+    "latency proxy accepted; CA/RR: cache-aware tiles/s over round-robin's at the same RTT")
 
 
 def table(rows: Sequence[TraceRow]) -> str:
