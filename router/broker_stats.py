@@ -29,6 +29,7 @@ def broker_stats(broker: Broker) -> dict[str, Any]:
             "inflight": w.load,
             "capacity": w.capacity,
             "served": w.served,
+            "primary": w.primary,
             "dispatched": w.dispatched,
             "open_slides": sorted(w.reported),
             "tile_cache": {"hits": w.cache_hits, "misses": w.cache_misses,

@@ -5,7 +5,9 @@ replaced wholesale, so the stats thread reads it without a lock); this collector
 translates it at scrape time, so routing pays nothing per request for metrics beyond the
 plain-int queue-wait histogram. Per-worker series are labelled by the worker's host and
 pid (bounded by the workers alive; a restarted worker is a new series), remote-store
-series by store name; never a slide id or a client address.
+series by store name; never a slide id or a client address. With several routers only a
+worker's primary router (its first connected one) exports its series, so a sum over
+routers counts each worker once.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def _workers(workers: list[dict[str, Any]]) -> Iterator[Metric]:
               for key, name, doc in _REMOTE_COUNTERS}
     renders = []
     for w in workers:
+        if w.get("primary") is False:  # another router exports it: sums count it once
+            continue
         values = [str(w.get("host", "")), str(w.get("pid", ""))]
         fam["served"].add_metric(values, _num(w.get("served")))
         fam["inflight"].add_metric(values, _num(w.get("inflight")))

@@ -65,6 +65,7 @@ class WorkerState:
     busy_seconds: float = 0.0
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)  # render latency, cache bytes
     registered: float = field(default_factory=time.monotonic)
+    primary: bool = True  # this router exports the worker's series (workers/worker.py)
 
     def update(self, header: dict[str, Any], max_capacity: int) -> None:
         """Take the state a worker reports in REGISTER/HEARTBEAT/REPLY headers
@@ -83,6 +84,8 @@ class WorkerState:
             self.open_seconds = float(open_s)
         if "m" in header:
             self.metrics.update(header["m"])
+        if "primary" in header:
+            self.primary = header["primary"] is not False
         cache = header.get("cache")
         if isinstance(cache, dict):
             self.cache_hits = _int(cache.get("hits"), self.cache_hits)

@@ -101,17 +101,21 @@ class Worker:
         tiles, decoded = self.handler.tiles, self.handler.decoded
         load = sum(ln.pending for ln in self._links)
         link.told_external = load - link.pending
+        # the first connected router exports this worker's series in /metrics (the others
+        # do not: a sum over routers counts each worker once) and gets its metrics report
+        primary = next((ln for ln in self._links if ln.sock is not None), None) is link
         progress = {"slides": list(self._slides), "served": self.served,
                     "opens": self.handler.readers.opens,
                     "open_s": round(self.handler.readers.open_seconds, 4),
                     "cache": {"hits": tiles.hits, "misses": tiles.misses},
-                    "load": load, "mine": link.pending}
+                    "load": load, "mine": link.pending, "primary": primary}
         if decoded is not None:
             progress["decoded"] = {"hits": decoded.hits, "misses": decoded.misses}
         remote = self.handler.factory.mounts.stats()
         if remote:
             progress["remote"] = remote
-        metrics = self.handler.metrics_report()  # throttled: see handler.METRICS_EVERY
+        # throttled: see handler.METRICS_EVERY
+        metrics = self.handler.metrics_report() if primary else None
         if metrics is not None:
             progress["m"] = metrics
         return progress

@@ -115,6 +115,10 @@ def test_router_cut_off_by_the_network_fails_over_and_takes_its_shard_back(
                  what="both workers registered with all three routers")
         wait_for(lambda: all(_link_state(p, f) == (True, True) for p in ports
                              for f in routers.fronts), 30, what="gateways see every router")
+        # each worker's series are exported by one router only (its first, router 0)
+        primaries = [(i, w["pid"]) for i in range(3) for w in routers.stats(i)["workers"]
+                     if w["primary"]]
+        assert sorted(i for i, _ in primaries) == [0, 0], primaries
 
         with Load(ports, TILES, clients=CLIENTS, window=WINDOW) as load:
             wait_for(lambda: load.answered > 100, 30, what="load running")

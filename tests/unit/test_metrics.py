@@ -84,3 +84,29 @@ def test_router_metrics_from_a_real_broker(tmp_path: Path) -> None:
     assert got[("tilerouter_router_queue_wait_seconds_bucket", (("le", "0.005"),))] == 1
     assert got[("tilerouter_router_queue_wait_seconds_bucket", (("le", "0.002"),))] == 0
     assert b"secret-study" not in text  # never a slide id in a label
+
+
+def test_a_router_exports_only_the_workers_it_is_primary_for(tmp_path: Path) -> None:
+    """With several routers every worker registers with all of them; only its primary
+    router (the worker says which) exports its series, so a sum over routers counts each
+    worker once. A worker that says nothing (one router) is exported."""
+    settings = Settings(frontend=f"ipc://{tmp_path}/f.ipc", backend=f"ipc://{tmp_path}/b.ipc")
+    broker = Broker(settings, zmq.Context())
+    try:
+        for name, pid, primary in ((b"w-1", 11, True), (b"w-2", 12, False), (b"w-3", 13, None)):
+            worker = WorkerState(name)
+            header = {"pid": pid, "host": "h", "capacity": 2, "served": pid}
+            if primary is not None:
+                header["primary"] = primary
+            worker.update(header, 64)
+            broker.registry.add(worker)
+        text = render(router_registry(broker.stats))
+        workers = {w["pid"]: w["primary"] for w in broker.stats()["workers"]}
+    finally:
+        broker.close()
+    got = samples(text)
+    served = {dict(labels)["worker"]: value for (name, labels), value in got.items()
+              if name == "tilerouter_worker_served_total"}
+    assert served == {"11": 11, "13": 13}
+    assert got[("tilerouter_router_workers", ())] == 3  # the router's own view: all of them
+    assert workers == {11: True, 12: False, 13: True}  # /stats keeps them all
