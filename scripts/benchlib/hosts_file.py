@@ -10,10 +10,12 @@ Kubernetes headless service does, on one machine."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .system import REPO, System
@@ -22,10 +24,18 @@ _MOUNT = ('mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/nsswitch.conf 
           '&& shift && exec "$@"')
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
-    """Why a private /etc/hosts cannot be had here (None: it can)."""
+    """Why a private /etc/hosts cannot be had here (None: it can): tried once for real,
+    since root in a container may still be refused a mount namespace."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return "a private /etc/hosts needs root and unshare(1)"
+    with tempfile.TemporaryDirectory(prefix="hosts-probe-") as tmp:
+        probe = HostsFile(Path(tmp), "probe.invalid")
+        done = subprocess.run(probe.wrap(["true"]), capture_output=True, text=True,
+                              timeout=30, check=False)
+    if done.returncode != 0:
+        return f"no private mount namespace here: {done.stderr.strip()[:200]}"
     return None
 
 
