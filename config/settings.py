@@ -71,11 +71,12 @@ class Settings:
     frontend: str = field(
         default="tcp://127.0.0.1:5555", metadata={
             "help": "router endpoint for gateways (a router binds one; gateways connect to "
-                    "every one of a comma-separated list)"})
+                    "every one of a comma-separated list; dns+tcp://NAME:PORT = every "
+                    "address NAME resolves to)"})
     backend: str = field(
         default="tcp://127.0.0.1:5556", metadata={
             "help": "router endpoint for workers (comma-separated: a worker serves every "
-                    "router listed)"})
+                    "router listed; dns+tcp://NAME:PORT = every address NAME resolves to)"})
     router_dns_interval: float = field(default=5.0, metadata={
         "help": "seconds between re-resolving dns+tcp://NAME:PORT router endpoints"})
     routers: int = field(default=1, metadata={
