@@ -29,7 +29,8 @@ class Load:
 
     @property
     def answered(self) -> int:
-        return sum(self.replies.values())
+        """Replies so far (list() copies in one step: the clients add keys meanwhile)."""
+        return sum(list(self.replies.values()))
 
     def _client(self, c: int) -> None:
         port = self.ports[c % len(self.ports)]
