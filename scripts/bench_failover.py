@@ -20,14 +20,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
 from benchlib.procs import child_pids, free_port
-from benchlib.system import WSClient, wait_for
+from benchlib.system import wait_for
+from benchlib.viewers import Viewers, print_outcome
 
 from readers.demo_slide import write_demo_slide
 
@@ -37,56 +36,6 @@ WINDOW_AFTER_KILL = 5.0
 def _router_pids(serve_pid: int) -> list[int]:
     return sorted(p for p in child_pids(serve_pid)
                   if b"router.cli" in Path(f"/proc/{p}/cmdline").read_bytes())
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else 0.0
-
-
-class Viewers:
-    """Clients with ``window`` requests in flight; latency recorded per reply."""
-
-    def __init__(self, port: int, slides: list[tuple[str, int]], clients: int,
-                 window: int) -> None:
-        self.port, self.slides, self.window = port, slides, window
-        self.sent: Counter[str] = Counter()
-        self.replies: Counter[str] = Counter()
-        self.codes: Counter[str] = Counter()
-        self.samples: list[tuple[float, float]] = []  # (reply time, latency)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(c,), daemon=True)
-                        for c in range(clients)]
-
-    def _run(self, c: int) -> None:
-        ws = WSClient(f"ws://127.0.0.1:{self.port}/ws", f"http://127.0.0.1:{self.port}")
-        rng = random.Random(c)
-        started: dict[str, float] = {}
-        n = 0
-        try:
-            for _ in range(10_000_000):
-                while len(started) < self.window and not self.stop.is_set():
-                    slide, top = rng.choice(self.slides)
-                    level = top - rng.randrange(3)
-                    span = 2 ** (top - level + 3)
-                    rid = f"{c}-{n}"
-                    n += 1
-                    ws.send({"id": rid, "op": "tile", "slide": slide, "level": level,
-                             "col": rng.randrange(max(1, 32 // span)),
-                             "row": rng.randrange(max(1, 24 // span))})
-                    started[rid] = time.monotonic()
-                    self.sent[rid] += 1
-                if not started:
-                    return
-                header, _ = ws.recv()
-                rid = str(header.get("id"))
-                now = time.monotonic()
-                self.replies[rid] += 1
-                self.codes["ok" if header.get("ok") else header["error"]["code"]] += 1
-                if rid in started:
-                    self.samples.append((now, now - started.pop(rid)))
-        finally:
-            ws.close()
 
 
 def main() -> None:
@@ -143,23 +92,10 @@ def main() -> None:
         return ("failover" if any(0 <= at - k < WINDOW_AFTER_KILL for k in kills)
                 else "steady")
 
-    by_phase: dict[str, list[float]] = {"steady": [], "failover": []}
-    for at, latency in viewers.samples:
-        by_phase[phase(at)].append(latency)
-    lost = len(set(viewers.sent) - set(viewers.replies))
-    dupes = sum(1 for n in viewers.replies.values() if n > 1)
     print(f"{args.routers} routers, {args.workers} workers, {args.clients} viewers x "
           f"{args.window} in flight, {args.duration:.0f} s, a router SIGKILLed every "
           f"{args.every:.0f} s ({len(kills)} kills), heartbeat {args.heartbeat}")
-    print(f"requests {len(viewers.sent)}, replies {sum(viewers.replies.values())}, "
-          f"unanswered {lost}, answered twice {dupes}, outcomes {dict(viewers.codes)}, "
-          f"re-sent by the gateway {resent}")
-    print("| phase | replies | p50 ms | p99 ms | max ms |")
-    print("|---|--:|--:|--:|--:|")
-    for name, values in by_phase.items():
-        print(f"| {name} | {len(values)} | {_pct(values, 0.5):.1f} | {_pct(values, 0.99):.1f} "
-              f"| {max(values, default=0) * 1000:.1f} |")
-
+    print_outcome(viewers, phase, ["steady", "failover"], resent)
 
 if __name__ == "__main__":
     main()

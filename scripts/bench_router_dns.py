@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_failover import Viewers
 from benchlib.hosts_file import HostsFile, unavailable_reason
 from benchlib.procs import free_port
 from benchlib.system import System, wait_for
+from benchlib.viewers import Viewers, print_outcome
 
 from readers.demo_slide import write_demo_slide
 from wsgateway.router_pool import rendezvous_order
@@ -36,11 +36,6 @@ from wsgateway.router_pool import rendezvous_order
 NAME = "routers.bench"
 ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 AFTER = 5.0  # seconds after an event that count as its phase
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else 0.0
 
 
 def _routers(sysm: System) -> dict[str, bool]:
@@ -149,26 +144,15 @@ def main() -> int:
                 return f"{AFTER:.0f} s after a {kind}"
         return "steady"
 
-    by_phase: dict[str, list[float]] = {"steady": [], f"{AFTER:.0f} s after a join": [],
-                                        f"{AFTER:.0f} s after a leave": []}
-    for at, latency in viewers.samples:
-        by_phase[phase(at)].append(latency)
-    lost = len(set(viewers.sent) - set(viewers.replies))
-    twice = sum(1 for n in viewers.replies.values() if n > 1)
     print(f"{args.workers} workers, {args.clients} viewers x {args.window} in flight, "
           f"router_dns_interval {args.interval} s, heartbeat {args.heartbeat}, {args.cycles} "
           f"joins and {args.cycles} leaves, {args.every:.0f} s apart")
-    print(f"requests {len(viewers.sent)}, replies {sum(viewers.replies.values())}, unanswered "
-          f"{lost}, answered twice {twice}, outcomes {dict(viewers.codes)}, re-sent {resent}")
+    print_outcome(viewers, phase, ["steady", f"{AFTER:.0f} s after a join",
+                                   f"{AFTER:.0f} s after a leave"], resent)
     print("| event | router | gateway settled in (s) |")
     print("|---|---|--:|")
     for kind, address, _, took in events:
         print(f"| {kind} | {address} | {took:.2f} |")
-    print("| phase | replies | p50 ms | p99 ms | max ms |")
-    print("|---|--:|--:|--:|--:|")
-    for name, values in by_phase.items():
-        print(f"| {name} | {len(values)} | {_pct(values, 0.5):.1f} | {_pct(values, 0.99):.1f} "
-              f"| {max(values, default=0) * 1000:.1f} |")
     print("| slides moved (of 10,000) | keyed on endpoint | keyed on index (before) |")
     print("|---|--:|--:|")
     for event, new, old in shard_moves():

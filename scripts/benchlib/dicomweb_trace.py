@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -30,6 +29,7 @@ from config.settings import load_settings
 
 from .dicom_slides import level_file, make_dicom_slide, series_uids
 from .orthanc import OrthancServer
+from .procs import run_jobs
 from .remote_measure import Target, TraceRow, TraceSetup, run_trace_row
 from .report import fmt_errors, fmt_num, fmt_ratio, markdown_lines
 from .server import ServerError
@@ -82,13 +82,7 @@ def ensure_dicom_slides(cache_dir: str, count: int, width: int, height: int, see
     if todo:
         log.info("converting %d slide(s) of %dx%d to DICOM in %s (%d at a time)",
                  len(todo), width, height, root, procs)
-        if len(todo) > 1 and procs > 1:
-            with mp.get_context("spawn").Pool(min(procs, len(todo))) as pool:
-                for _ in pool.imap_unordered(_convert, todo):
-                    pass
-        else:
-            for job in todo:
-                _convert(job)
+        run_jobs(_convert, todo, procs)
     ids = tuple(f"{STORE}/{'/'.join(series_uids(sorted(f.glob('*.dcm'))))}"
                 for f in folders)
     return DicomSet(root, folders, ids, time.monotonic() - started if todo else 0.0)

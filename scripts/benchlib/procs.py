@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import multiprocessing as mp
 import os
 import signal
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from workers.serve import free_port  # noqa: F401 - the one free-port helper, re-exported
 
@@ -154,3 +156,15 @@ def cmdline(pid: int | str) -> str:
             return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def run_jobs(func: Callable[[Any], Any], jobs: Sequence[Any], procs: int) -> None:
+    """``func`` over ``jobs``, ``procs`` at a time in spawned processes (in this one when
+    there is one job or one process): slide generation is CPU-bound Python."""
+    if len(jobs) > 1 and procs > 1:
+        with mp.get_context("spawn").Pool(min(procs, len(jobs))) as pool:
+            for _ in pool.imap_unordered(func, jobs):
+                pass
+    else:
+        for job in jobs:
+            func(job)

@@ -8,7 +8,6 @@ named by its parameters, then reused; ``procs`` slides are written at a time.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from collections.abc import Mapping
 from config.settings import Settings
 from readers.demo_slide import write_demo_slide
 
+from .procs import run_jobs
 from .slides import Geometry, SlideSet, slide_geometry
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,7 @@ def ensure_mixed_slides(cache_dir: str, count: int, width: int, height: int, see
         log.info("generating %d slide(s) %dx%d in %s (%d at a time)", len(todo), width,
                  height, root, procs)
         started = time.monotonic()
-        if len(todo) > 1 and procs > 1:
-            with mp.get_context("spawn").Pool(min(procs, len(todo))) as pool:
-                for _ in pool.imap_unordered(_generate, todo):
-                    pass
-        else:
-            for job in todo:
-                _generate(job)
+        run_jobs(_generate, todo, procs)
         log.info("generated %d slides in %.0f s", len(todo), time.monotonic() - started)
     return SlideSet(root, names)
 
