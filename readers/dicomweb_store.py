@@ -393,4 +393,8 @@ def _entry(attrs: dict[str, Any]) -> dict[str, object] | None:
         number = _value(attrs, SERIES_NUMBER)
         parts = [f"series {number}" if number is not None else f"series {series}"]
     name = " · ".join(str(p)[:64] for p in parts)
-    return {"path": f"{study}/{series}", "name": name, "size": 0}
+    entry: dict[str, object] = {"path": f"{study}/{series}", "name": name, "size": 0}
+    study_parts = [str(p)[:64] for p in (patient, _value(attrs, NAME_FIELDS[1])) if p]
+    if study_parts:  # the viewer groups series by study folder; this names the group
+        entry["group"] = " · ".join(study_parts)
+    return entry

@@ -80,7 +80,8 @@ class RequestHandler:
         end = min(len(slides), offset + req.get("limit", MAX_LIST_PAGE))
         page, size = [], 0
         for entry in slides[offset:end]:  # and at most LIST_PAGE_BYTES of JSON
-            size += len(str(entry["path"])) + len(str(entry["name"])) + 48
+            size += (len(str(entry["path"])) + len(str(entry["name"]))
+                     + len(str(entry.get("group", ""))) + 48)
             if page and size > LIST_PAGE_BYTES:
                 break
             page.append(entry)

@@ -1,6 +1,7 @@
 """The viewer on a slide from a PACS (a real Orthanc over DICOMweb): the title and the
-side panel show the listing's readable name (patient · accession · description), while
-the series id stays the key (URL hash, tooltip, panel path)."""
+side panel show the listing's readable name (patient · accession · description), the
+study's group is named patient · accession, while the ids stay the keys (URL hash,
+tooltips, panel path)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,13 @@ def test_title_is_the_readable_name_and_the_id_stays_the_key(
     srv, slide_id = pacs_server
     listed = {s["path"]: s for s in srv.slides()["slides"]}
     assert listed[slide_id]["name"] == NAME
+    assert listed[slide_id]["group"] == "Doe Jane · ACC-0042"  # the study's readable name
     if via == "card":
         page.goto(f"{srv.base}/")
+        study_folder = slide_id.rsplit("/", 1)[0]
+        head = page.locator(f'.slide-group[data-folder="{study_folder}"] .group-name')
+        assert head.inner_text() == "Doe Jane · ACC-0042"
+        assert head.get_attribute("title") == study_folder
         page.locator(f'.slide-card[data-path="{slide_id}"]').click()
     else:  # opened from a link, maybe before the slide list arrived
         page.goto(f"{srv.base}/#slide={urllib.parse.quote(slide_id, safe='')}")

@@ -128,6 +128,7 @@ def test_listing_names_and_pages(dicom_slides: Slides, orthanc_pacs: OrthancServ
         meta = dicom_slides[enc].meta
         assert entry["name"] == (f"{meta['patient'].replace('^', ' ')} · {meta['accession']}"
                                  f" · {meta['description']}")
+        assert entry["group"] == f"{meta['patient'].replace('^', ' ')} · {meta['accession']}"
     assert list(listed) == [f"pacs/{dicom_slides['not_wsi'].rel}"]  # SM, listed; CT is not
     store = factory.mounts.named["pacs"]
     assert isinstance(store, DicomWebStore)

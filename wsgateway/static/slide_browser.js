@@ -65,9 +65,11 @@ export function createSlideBrowser({ client, data, onOpen, onListed }) {
       const items = groups.get(k);
       ordered.push(...items);
       const group = el("section", { class: "slide-group", dataset: { folder: k } });
+      // a store may name the folder (a PACS study: patient · accession); the path stays the key
+      const label = items[0].group || k || "Slide root";
       const head = el("button", { class: "group-head", type: "button", "aria-expanded": "true" },
         icon("i-folder", "folder"),
-        el("span", { class: "group-name", title: k || "Slide root" }, k || "Slide root"),
+        el("span", { class: "group-name", title: k || "Slide root" }, label),
         el("span", { class: "count" }, String(items.length)));
       head.addEventListener("click", () => {
         const collapsed = group.classList.toggle("collapsed");
