@@ -84,9 +84,11 @@ def validate(s: Any) -> None:
                 parse_dns_endpoint(ep)
             except ValueError as exc:
                 need(False, name, str(exc))
-    if not uses_dns(s.frontend) and not uses_dns(s.backend):  # a name's count varies
-        need(len(endpoint_list(s.frontend)) == len(endpoint_list(s.backend)), "backend",
-             "must list as many routers as frontend")
+    # gateways read only frontend and workers only backend, so one side may be left at
+    # its one-entry default; two lists given (a shared config file) must pair up
+    fronts, backs = len(endpoint_list(s.frontend)), len(endpoint_list(s.backend))
+    if not uses_dns(s.frontend) and not uses_dns(s.backend) and min(fronts, backs) > 1:
+        need(fronts == backs, "backend", "must list as many routers as frontend")
     need(0 < s.router_dns_interval <= 3600, "router_dns_interval", "must be in (0, 3600]")
     need(1 <= s.routers <= 16, "routers", "must be 1..16")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "bad level")

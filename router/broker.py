@@ -31,10 +31,11 @@ from router import protocol
 from router.broker_stats import broker_ready, broker_stats
 from router.curve import start_authenticator
 from router.policy import make_policy
-from router.prefetch import Prefetcher
+from router.prefetch import Prefetcher, prefetch_idle
 from router.quarantine import Quarantine
 from router.registry import Registry, Removal, Task, WorkerState
 from router.requests import check_relayed
+from router.shard import ShardStats
 from router.sockets import bind_endpoint, router_socket
 from router.waiting import WaitQueue
 
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # messages drained from one socket before looking at the other
 MAX_CAPACITY = 64
-PREFETCH_DEADLINE = 2.0
-PREFETCH_IDLE = 0.05  # seconds without a client request before workers prefetch
 _GATEWAY_FIELDS = ("rid", "timeout")  # request header fields meant for the router only
 
 
@@ -64,15 +63,16 @@ class Broker:
         self.prefetcher = Prefetcher() if settings.prefetch else None
         self.counters: Counter[str] = Counter()
         self.quarantine = Quarantine()
+        self.shard = ShardStats()  # the slides the gateways send here (this router's shard)
         self.stop = threading.Event()
         self.started = time.monotonic()
         self.incarnation = uuid.uuid4().hex[:12]  # a restarted router knows nothing sent before
         self.idle_worker_seconds_waiting = 0.0
-        self._tids = itertools.count(1)
+        self.tids = itertools.count(1)
         self._next_heartbeat = 0.0
         self._last_tick = time.monotonic()
         self._drain_deadline: float | None = None
-        self._last_request = 0.0
+        self.last_request = 0.0
         self.snapshot: dict[str, Any] = {}
         # requests the router answers itself, named as Majordomo names its mmi.* services
         self.services: dict[str, Callable[[], dict[str, Any]]] = {
@@ -135,7 +135,7 @@ class Broker:
             self.idle_worker_seconds_waiting += idle * (now - self._last_tick)
         self._last_tick = now
         for worker in list(self.registry.workers.values()):
-            self._prefetch(worker)  # idle time may have begun since the last reply
+            prefetch_idle(self, worker)  # idle time may have begun since the last reply
         if now >= self._next_heartbeat:
             self.policy.adapt(self.registry)
             self.send_heartbeats()
@@ -179,7 +179,7 @@ class Broker:
                                                               **service()})
             return
         self.counters["requests"] += 1
-        self._last_request = time.monotonic()
+        self.last_request = time.monotonic()
         if self.stop.is_set():
             self._answer_error(msg.identity, rid, Unavailable("router is shutting down"))
             return
@@ -191,6 +191,7 @@ class Broker:
             slide = request.get("slide")
             if slide is not None:
                 self.quarantine.check(slide)
+                self.shard.note(slide)
         except TileRouterError as exc:
             self._answer_error(msg.identity, rid, exc)
             return
@@ -198,7 +199,7 @@ class Broker:
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
             timeout = self.settings.request_timeout
         timeout = min(float(timeout), self.settings.request_timeout)
-        tid = next(self._tids)
+        tid = next(self.tids)
         request["tid"] = tid
         task = Task(tid, msg.identity, rid, request, slide, time.monotonic() + timeout)
         self.submit(task)
@@ -316,25 +317,9 @@ class Broker:
         while self.registry.get(worker.identity) is worker:
             task = self.policy.take(worker, self.queue)
             if task is None:
-                self._prefetch(worker)
+                prefetch_idle(self, worker)
                 return
             self.dispatch(worker, task)
-
-    def _prefetch(self, worker: WorkerState) -> None:
-        """Only in real idle time: no request arrived for PREFETCH_IDLE seconds. (When the
-        gateway is the bottleneck workers are idle between requests, and prefetching
-        there took CPU the gateway needed: 1619 vs 2230 tiles/s in bench_peers.)"""
-        if (self.prefetcher is None or not worker.idle or len(self.queue)
-                or self.stop.is_set()
-                or time.monotonic() - self._last_request < PREFETCH_IDLE):
-            return
-        request = self.prefetcher.next_for(worker.identity)
-        if request is not None:
-            self.counters["prefetches"] += 1
-            tid = next(self._tids)
-            request.update(tid=tid, prefetch=True)
-            self.dispatch(worker, Task(tid, None, None, request, request["slide"],
-                                       time.monotonic() + PREFETCH_DEADLINE))
 
     def remove_worker(self, identity: bytes, reason: Removal, unsent: Task | None = None) -> None:
         worker = self.registry.remove(identity)

@@ -44,6 +44,7 @@ def broker_stats(broker: Broker) -> dict[str, Any]:
         })
     return {
         "workers": workers,
+        "shard": broker.shard.snapshot(now),
         "routing": {
             "policy": broker.policy.name,
             "requests": c["requests"],

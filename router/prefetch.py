@@ -8,12 +8,20 @@ list of candidates; tiles already requested or prefetched recently are skipped.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from collections.abc import Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from router.registry import Task, WorkerState
+
+if TYPE_CHECKING:
+    from router.broker import Broker
 
 PER_WORKER = 32
 REMEMBER = 8192
+PREFETCH_DEADLINE = 2.0
+PREFETCH_IDLE = 0.05  # seconds without a client request before workers prefetch
 
 
 def _key(req: dict[str, Any]) -> Hashable:
@@ -57,3 +65,21 @@ class Prefetcher:
 
     def forget(self, worker: bytes) -> None:
         self._candidates.pop(worker, None)
+
+
+def prefetch_idle(broker: Broker, worker: WorkerState) -> None:
+    """Give an idle worker one prefetch, only in real idle time: nothing waits and no
+    request arrived for PREFETCH_IDLE seconds. (When the gateway is the bottleneck workers
+    are idle between requests, and prefetching there took CPU the gateway needed: 1619 vs
+    2230 tiles/s in bench_peers.)"""
+    if (broker.prefetcher is None or not worker.idle or len(broker.queue)
+            or broker.stop.is_set()
+            or time.monotonic() - broker.last_request < PREFETCH_IDLE):
+        return
+    request = broker.prefetcher.next_for(worker.identity)
+    if request is not None:
+        broker.counters["prefetches"] += 1
+        tid = next(broker.tids)
+        request.update(tid=tid, prefetch=True)
+        broker.dispatch(worker, Task(tid, None, None, request, request["slide"],
+                                     time.monotonic() + PREFETCH_DEADLINE))

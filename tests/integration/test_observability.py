@@ -99,6 +99,9 @@ def test_metrics_count_what_the_clients_got(two_gateways: System) -> None:
     assert total(r, "tilerouter_worker_cache_bytes", cache="tile") > 0
     assert len({lab["worker"] for lab, _ in r["tilerouter_worker_served_total"]}) == 2
     assert "a.tiff" not in rtext
+    shard = sysm.stats()["shard"]  # the slides the gateways sent this router
+    assert {"a.tiff", "sub/b.tiff", "nope.tiff"} <= {slide for slide, _ in shard["top"]}
+    assert shard["requests"] >= len(TILES) * 2 and shard["slides"] >= 3
 
 
 def test_metrics_survive_a_gateway_restart(two_gateways: System) -> None:

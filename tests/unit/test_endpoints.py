@@ -73,7 +73,10 @@ def test_settings_check_mixes_forms() -> None:
     Settings(frontend="tcp://a:1,dns+tcp://routers:5555", backend="dns+tcp://routers:5556",
              router_dns_interval=0.5)
     with pytest.raises(ConfigError, match="as many routers"):
-        Settings(frontend="tcp://a:1,tcp://b:1", backend="tcp://a:2")
+        Settings(frontend="tcp://a:1,tcp://b:1", backend="tcp://a:2,tcp://b:2,tcp://c:2")
+    # a worker given only its backend list (frontend left at the one-entry default)
+    Settings(backend="tcp://r1:5556,tcp://r2:5556,tcp://r3:5556")
+    Settings(frontend="tcp://r1:5555,tcp://r2:5555")  # and a gateway its frontend list
     with pytest.raises(ConfigError, match="frontend"):
         Settings(frontend="dns+tcp://routers")
     with pytest.raises(ConfigError, match="router_dns_interval"):
