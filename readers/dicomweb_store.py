@@ -32,22 +32,31 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from wsidicom import WsiDicom, WsiDicomWebClient
 
 from config.errors import BadSlide, SlideNotFound, TileRouterError, Unavailable
+from readers.dicomweb_entries import (
+    MODALITY,
+    NAME_FIELDS,
+    SERIES,
+    SERIES_NUMBER,
+    STUDY,
+    UID,
+    list_entry,
+    value_of,
+)
 from readers.frame_cache import FrameCache
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SCHEMES = ("dicomweb+http://", "dicomweb+https://")
-UID = re.compile(r"[0-9.]{1,64}")
 LIST_TTL = 30.0  # seconds a listing is served before it is refreshed (in the background)
 LIST_WAIT = 5.0  # seconds a list request waits for a refresh before answering without it
 PAGE = 1000  # series per QIDO page (servers cap it anyway: Orthanc 100 by default)
 MAX_LISTED = 1_000_000
 BACKOFF = 0.1  # first retry delay; doubles per retry
-NAME_FIELDS = ("00100010", "00080050", "0008103E")  # PatientName, AccessionNumber, SeriesDescr.
-STUDY, SERIES, MODALITY, SERIES_NUMBER = "0020000D", "0020000E", "00080060", "00200011"
 ICC_PROFILE = "00282000"
 ANY_SYNTAX = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+PROBE_CHUNK = 64 * 1024
+PROBE_READ_CHUNKS = 64  # a first frame larger than 4 MiB is left unread (connection closed)
 _SYNTAX = re.compile(rb"transfer-syntax=\"?([0-9.]+)")
 # pydicom says this for every instance's metadata a PACS sends with bulk data by URI
 # (wsidicom reads none of it) and once per open about a deprecated call wsidicom makes:
@@ -153,7 +162,7 @@ class DicomWebStore:
         if not found:
             raise SlideNotFound(f"no slide {rel!r} in store {self.name!r}")
         attrs = found[0]
-        if _value(attrs, MODALITY) != "SM":
+        if value_of(attrs, MODALITY) != "SM":
             raise BadSlide(f"{rel!r} in store {self.name!r} is not a slide microscopy series")
         try:
             wsi = WsiDicom.open_web(_Client(self, rel), study, series)
@@ -225,7 +234,7 @@ class DicomWebStore:
                              fields=[*NAME_FIELDS, SERIES_NUMBER])
             before = len(slides)
             for attrs in page:
-                entry = _entry(attrs)
+                entry = list_entry(attrs)
                 if entry is not None:
                     slides[str(entry["path"])] = entry
             if not page or len(slides) == before:
@@ -281,8 +290,13 @@ class DicomWebStore:
             with self.session.get(url, headers={"Accept": ANY_SYNTAX}, stream=True) as r:
                 r.raise_for_status()
                 found = _SYNTAX.search(r.headers.get("Content-Type", "").encode())
+                chunks = r.iter_content(PROBE_CHUNK)
                 if found is None:  # some servers name it in the part's own headers only
-                    found = _SYNTAX.search(next(r.iter_content(4096), b""))
+                    found = _SYNTAX.search(next(chunks, b""))
+                # read the frame to its end (it is one tile): a response closed unread
+                # takes its connection with it, and each open would pay a new one
+                for _ in zip(range(PROBE_READ_CHUNKS), chunks, strict=False):
+                    pass
                 return found.group(1).decode() if found else None
 
         try:
@@ -370,31 +384,3 @@ class _Client(WsiDicomWebClient):
                 have[k] = data
                 cache.put(k, data)
         return iter([have[k] for k in keys])  # type: ignore[misc]
-
-
-def _value(attrs: dict[str, Any], tag: str) -> Any:
-    values = (attrs.get(tag) or {}).get("Value") or [None]
-    return values[0]
-
-
-def _entry(attrs: dict[str, Any]) -> dict[str, object] | None:
-    """A list entry for one QIDO series answer (None when its UIDs are not usable ids)."""
-    study, series = _value(attrs, STUDY), _value(attrs, SERIES)
-    if not (isinstance(study, str) and isinstance(series, str)
-            and UID.fullmatch(study) and UID.fullmatch(series)):
-        return None
-    patient = _value(attrs, NAME_FIELDS[0])
-    if isinstance(patient, dict):  # PN in DICOM JSON: {"Alphabetic": "Doe^Jane"}
-        patient = patient.get("Alphabetic")
-    patient = " ".join(str(patient).split("^")).strip() if patient else ""
-    parts = [p for p in (patient, _value(attrs, NAME_FIELDS[1]), _value(attrs, NAME_FIELDS[2]))
-             if p]
-    if not parts:
-        number = _value(attrs, SERIES_NUMBER)
-        parts = [f"series {number}" if number is not None else f"series {series}"]
-    name = " · ".join(str(p)[:64] for p in parts)
-    entry: dict[str, object] = {"path": f"{study}/{series}", "name": name, "size": 0}
-    study_parts = [str(p)[:64] for p in (patient, _value(attrs, NAME_FIELDS[1])) if p]
-    if study_parts:  # the viewer groups series by study folder; this names the group
-        entry["group"] = " · ".join(study_parts)
-    return entry
