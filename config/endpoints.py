@@ -1,4 +1,5 @@
-"""Router endpoints that follow DNS: ``dns+tcp://NAME:PORT`` is every address NAME has.
+"""Router endpoints that follow DNS: ``dns+tcp://NAME:PORT`` is every address NAME has
+(its IPv4 ones, or its IPv6 ones if it has no IPv4 address).
 
 A Kubernetes headless service (or any name with several A/AAAA records) lists the routers
 that are up now; gateways and workers resolve it every ``router_dns_interval`` seconds
@@ -53,13 +54,16 @@ def wants_ipv6(endpoint: str) -> bool:
 
 
 def resolve_name(name: str, port: int) -> list[str]:
-    """Every address ``name`` resolves to now (A and AAAA), deduplicated, IPv4 first then
-    IPv6, each in numeric order, as ``tcp://`` endpoints. Raises OSError (or
-    UnicodeError for a malformed name) when it does not resolve."""
+    """The addresses ``name`` resolves to now, deduplicated, in numeric order, as
+    ``tcp://`` endpoints: its IPv4 ones (A) if it has any, else its IPv6 ones (AAAA). One
+    family only: a dual-stack router has an address in each, and as two routers a worker
+    would connect to it twice with one identity (each connection ending the other).
+    Raises OSError (or UnicodeError for a malformed name) when it does not resolve."""
     infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     addresses = {ipaddress.ip_address(str(info[4][0])) for info in infos
                  if info[0] in (socket.AF_INET, socket.AF_INET6)}
-    ordered = sorted(addresses, key=lambda a: (a.version, int(a), str(a)))
+    family = min((a.version for a in addresses), default=4)
+    ordered = sorted((a for a in addresses if a.version == family), key=int)
     return [tcp_endpoint(str(a), port) for a in ordered]
 
 

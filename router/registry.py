@@ -150,11 +150,17 @@ class Registry:
         all went silent together (each for over half ``expiry``), every one as CUT_OFF.
         A network cut or a stalled router (SIGSTOP) silences them all at once, and what
         they were rendering must not count as crashing them (quarantine); a slide that
-        crashes workers kills one at a time while the others keep talking."""
+        crashes workers kills one at a time while the others keep talking, or, if it
+        killed them all together, was the oldest work of every one."""
         workers = list(self.workers.values())
         expired = [w for w in workers if w.expiry < now]
         if expired and len(workers) > 1 and all(w.expiry - now < expiry / 2 for w in workers):
-            return [(w, Removal.CUT_OFF) for w in workers]
+            # unless every one died on the same slide: a slide that crashes every worker
+            # it meets (spread over all of them) must still end in quarantine
+            oldest = {min(w.inflight.values(), key=lambda t: t.tid).slide
+                      for w in workers if w.inflight}
+            if not (len(oldest) == 1 and all(w.inflight for w in workers)):
+                return [(w, Removal.CUT_OFF) for w in workers]
         return [(w, Removal.SILENT) for w in expired]
 
     def holders(self, slide: str) -> list[WorkerState]:

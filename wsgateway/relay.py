@@ -125,6 +125,8 @@ class RouterClient:
             except zmq.ZMQError:
                 break
             disconnected |= parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED
+        if disconnected:  # replies it sent before it closed are answers, not losses
+            self._drain()
         if disconnected and self.on_disconnect is not None:
             self.on_disconnect()
         if disconnected and self._pending:

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from typing import Any
 
 import zmq
@@ -56,12 +56,9 @@ class RouterPool:
         self._spread = itertools.count()  # slide-less requests (list, stats) rotate
         self._dns: asyncio.Task[None] | None = None
         self._look_again = asyncio.Event()  # a router disconnected: has its address left?
-        self._resolver = ThreadPoolExecutor(1, thread_name_prefix="router-dns")
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await self._follow(await loop.run_in_executor(self._resolver, self.endpoints.resolve),
-                           joined=False)
+        await self._follow(await self._resolve(), joined=False)
         if self.endpoints.dynamic:
             self._dns = asyncio.create_task(self._follow_dns(), name="router-dns")
 
@@ -70,9 +67,32 @@ class RouterPool:
             self._dns.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dns
-        self._resolver.shutdown(wait=False, cancel_futures=True)
         for link in self.links:
             await link.close()
+
+    def _resolve(self) -> asyncio.Future[list[str]]:
+        """``endpoints.resolve`` on a daemon thread: a DNS server that does not answer
+        neither blocks the event loop nor keeps a stopping gateway from exiting."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[str]] = loop.create_future()
+
+        def settle(result: list[str] | None, error: BaseException | None) -> None:
+            if not done.done():
+                if error is not None:
+                    done.set_exception(error)
+                else:
+                    done.set_result(result or [])
+
+        def run() -> None:
+            try:
+                result, error = self.endpoints.resolve(), None
+            except Exception as exc:  # handed to the awaiting coroutine
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name="router-dns", daemon=True).start()
+        return done
 
     async def _follow_dns(self) -> None:
         """Routers that joined get a link; those that left are dropped, their pending
@@ -80,14 +100,12 @@ class RouterPool:
         ``router_dns_interval``, and at once when a router's connection drops: one that
         was told to stop has usually left the name already, and what was sent it after it
         exited would otherwise wait out the heartbeat window."""
-        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._look_again.wait(), self.settings.router_dns_interval)
             self._look_again.clear()
             try:
-                await self._follow(await loop.run_in_executor(self._resolver,
-                                                              self.endpoints.resolve))
+                await self._follow(await self._resolve())
             except Exception:  # never let one bad round end the following
                 log.exception("following the routers' DNS name failed")
 

@@ -56,8 +56,7 @@ def test_list_mixes_forms_sorted_and_deduplicated() -> None:
     assert got[:2] == ["tcp://10.0.0.9:5555", "tcp://[::1]:5555"]
     assert "tcp://127.0.0.1:5555" in got and got[-1] == "ipc:///tmp/r.ipc"
     assert len(got) == len(set(got))
-    assert resolve_name("localhost", 1) == sorted(set(resolve_name("localhost", 1)),
-                                                  key=lambda e: ("[" in e, e))
+    assert resolve_name("localhost", 1) == ["tcp://127.0.0.1:1"]  # not also [::1]
     assert not RouterEndpoints("tcp://a:1,tcp://b:2").dynamic
     assert RouterEndpoints("tcp://a:1,tcp://b:2").resolve() == ["tcp://a:1", "tcp://b:2"]
 
@@ -123,7 +122,10 @@ def test_a_name_that_changes_then_fails_keeps_its_last_set(tmp_path: Path) -> No
         return json.loads(proc.stdout.readline())
 
     try:
-        assert round_() == ["tcp://127.0.0.2:5555", "tcp://127.0.0.3:5555", "tcp://[::1]:5555"]
+        # one family: a dual-stack router is one router (IPv4 kept), not two
+        assert round_() == ["tcp://127.0.0.2:5555", "tcp://127.0.0.3:5555"]
+        hosts.set("::1")
+        assert round_() == ["tcp://[::1]:5555"]  # IPv6 only: its IPv6 address
         hosts.set("127.0.0.3")
         assert round_() == ["tcp://127.0.0.3:5555"]
         hosts.set()  # the name no longer resolves: the last set stays

@@ -493,3 +493,12 @@ def test_silent_workers_one_by_one_are_silent_all_at_once_cut_off() -> None:
     assert reg.silent(10.0, 3.0) == [(a, Removal.CUT_OFF), (b, Removal.CUT_OFF)]
     assert reg.silent(9.5, 3.0) == []  # nobody expired yet
     assert registry(a).silent(10.0, 3.0) == [(a, Removal.SILENT)]
+    # all silent together, but each one's oldest work was the same slide: that slide may
+    # have killed them all (spread over every worker), so they count as SILENT
+    other = task("y")  # made first: the oldest task of all
+    bad_a, later, bad_b = task("bad"), task("x"), task("bad")
+    a.inflight = {bad_a.tid: bad_a, later.tid: later}
+    b.inflight = {bad_b.tid: bad_b}
+    assert reg.silent(10.0, 3.0) == [(a, Removal.SILENT)]
+    b.inflight[other.tid] = other  # b's oldest work is another slide: a cut after all
+    assert reg.silent(10.0, 3.0) == [(a, Removal.CUT_OFF), (b, Removal.CUT_OFF)]
