@@ -15,7 +15,8 @@ from router.waiting import WaitQueue
 
 
 def rendezvous_score(slide: str, identity: bytes) -> int:
-    """Highest-random-weight hash: the idle worker that adopts a slide is stable."""
+    """Highest-random-weight hash: the idle worker that adopts a slide is stable (and,
+    in wsgateway/router_pool.py, the router whose shard a slide is in)."""
     digest = hashlib.blake2b(slide.encode() + b"\0" + identity, digest_size=8).digest()
     return int.from_bytes(digest, "big")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import threading
@@ -29,19 +28,20 @@ import zmq
 from config.endpoints import RouterEndpoints, changes
 from config.errors import Unavailable
 from config.settings import Settings
+from router.policy import rendezvous_score
 from wsgateway.relay import Reply, RouterClient, RouterLost
 
 log = logging.getLogger(__name__)
 
 
 def rendezvous_order(key: str, endpoints: list[str]) -> list[int]:
-    """Indexes of ``endpoints`` in ``key``'s rendezvous (highest random weight) order. The
-    weight is keyed on the endpoint itself, not its place in the list, so a router that
-    joins or leaves moves only its own slides."""
-    def weight(i: int) -> bytes:
-        return hashlib.blake2b(f"{endpoints[i]}\0{key}".encode(), digest_size=8).digest()
-
-    return sorted(range(len(endpoints)), key=weight, reverse=True)
+    """Indexes of ``endpoints`` in ``key``'s rendezvous (highest random weight) order, by
+    the router's own hash (``rendezvous_score``, the endpoint and the slide as its two
+    parts). The weight is keyed on the endpoint itself, not its place in the list, so a
+    router that joins or leaves moves only its own slides."""
+    slide = key.encode()
+    return sorted(range(len(endpoints)), key=lambda i: rendezvous_score(endpoints[i], slide),
+                  reverse=True)
 
 
 class RouterPool:
