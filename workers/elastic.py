@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings
+from workers.load_report import reported_number
 
 if TYPE_CHECKING:
     from workers.launcher import Child, Supervisor
@@ -106,9 +107,7 @@ def decide(slots: Sequence[Slot], size: int, starting: int, since_start: float,
 
 def _slot(name: str, report: dict[str, Any], age: float) -> Slot:
     def num(key: str) -> float:
-        value = report.get(key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return max(0.0, float(value)) if ok else 0.0
+        return reported_number(report.get(key))
     return Slot(name, int(num("load")), num("idle"), int(num("waiting")), num("oldest"), age,
                 num("heard"))
 

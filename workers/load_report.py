@@ -24,7 +24,9 @@ ENV = "TILEROUTER_LOAD_REPORT_FD"
 MAX_READS = 16  # reads of one pipe per poll (64 KiB each): bounded even if a worker floods
 
 
-def _number(value: Any) -> float:
+def reported_number(value: Any) -> float:
+    """A count or a duration from a report (a router's heartbeat, a worker's line): a
+    non-negative number, else 0."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
     return float(value) if ok else 0.0
 
@@ -51,9 +53,9 @@ class LoadReport:
         """A router's heartbeat: how many requests wait there, the oldest one's wait."""
         if self.fd is None:
             return
-        waiting = int(_number(header.get("waiting")))
+        waiting = int(reported_number(header.get("waiting")))
         with self._lock:
-            self._routers[endpoint] = (waiting, _number(header.get("oldest")),
+            self._routers[endpoint] = (waiting, reported_number(header.get("oldest")),
                                        time.monotonic())
 
     def write(self, load: int, served: int) -> None:
