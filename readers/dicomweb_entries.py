@@ -32,14 +32,14 @@ def list_entry(attrs: dict[str, Any]) -> dict[str, object] | None:
     if isinstance(patient, dict):  # PN in DICOM JSON: {"Alphabetic": "Doe^Jane"}
         patient = patient.get("Alphabetic")
     patient = " ".join(str(patient).split("^")).strip() if patient else ""
-    parts = [p for p in (patient, value_of(attrs, NAME_FIELDS[1]), value_of(attrs, NAME_FIELDS[2]))
-             if p]
+    accession, description = value_of(attrs, NAME_FIELDS[1]), value_of(attrs, NAME_FIELDS[2])
+    parts = [p for p in (patient, accession, description) if p]
     if not parts:
         number = value_of(attrs, SERIES_NUMBER)
         parts = [f"series {number}" if number is not None else f"series {series}"]
     name = " · ".join(str(p)[:64] for p in parts)
     entry: dict[str, object] = {"path": f"{study}/{series}", "name": name, "size": 0}
-    study_parts = [str(p)[:64] for p in (patient, value_of(attrs, NAME_FIELDS[1])) if p]
+    study_parts = [str(p)[:64] for p in (patient, accession) if p]
     if study_parts:  # the viewer groups series by study folder; this names the group
         entry["group"] = " · ".join(study_parts)
     return entry

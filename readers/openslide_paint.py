@@ -57,6 +57,12 @@ class Grid:
         self.across = -(-width // tile_w)
         self.down = -(-height // tile_h)
 
+    def kept(self, tile: np.ndarray, col: int, row: int) -> tuple[int, int]:
+        """(width, height) of the stored tile (col, row) that lies inside the level: the
+        pixels past its right and bottom edges are cleared (``_openslide_clip_tile``)."""
+        return (min(self.tile_w, self.width - col * self.tile_w, tile.shape[1]),
+                min(self.tile_h, self.height - row * self.tile_h, tile.shape[0]))
+
 
 def read_region(grid: Grid, x: int, y: int, w: int, h: int, fetch: TileFetch) -> np.ndarray:
     """RGBA (h x w x 4, not premultiplied) that openslide-python's ``read_region`` returns
@@ -157,11 +163,9 @@ class _AreaPlan:
         """A whole translation: cairo copies the tile (filter NEAREST) onto a square no
         other tile touches, and pixman's float round trip of an 8-bit value is exact,
         so the pixels land as stored (opaque), but for those past the level's edge."""
-        g = self.grid
         x0, x1, px, _, _ = xspan
         y0, y1, py, _, _ = yspan
-        keep_w = min(g.tile_w, g.width - col * g.tile_w, tile.shape[1])
-        keep_h = min(g.tile_h, g.height - row * g.tile_h, tile.shape[0])
+        keep_w, keep_h = self.grid.kept(tile, col, row)
         x1 = min(x1, dest.shape[1], x0 + keep_w - px)
         y1 = min(y1, dest.shape[0], y0 + keep_h - py)
         if x0 >= x1 or y0 >= y1:
@@ -176,8 +180,7 @@ class _AreaPlan:
         level's edge cleared (_openslide_clip_tile), with a transparent 1 px frame so a
         bilinear neighbour outside the tile reads 0 (EXTEND_NONE)."""
         g = self.grid
-        keep_w = min(g.tile_w, g.width - col * g.tile_w, tile.shape[1])
-        keep_h = min(g.tile_h, g.height - row * g.tile_h, tile.shape[0])
+        keep_w, keep_h = g.kept(tile, col, row)
         out = np.zeros((g.tile_h + 2, g.tile_w + 2, 4), np.uint8)
         body = out[1:1 + keep_h, 1:1 + keep_w]
         if tile.ndim == 2:
