@@ -38,17 +38,13 @@ from benchlib import dicomweb_trace
 from benchlib.args import csv_list
 from benchlib.dicom_slides import level_file, make_dicom_slide, series_uids
 from benchlib.load import LoadPlan, run_load
+from benchlib.metrics import percentile
 from benchlib.orthanc import OrthancServer
 from benchlib.system import System
 from benchlib.trace import TileRequest
 
 log = logging.getLogger("bench_dicomweb")
 USER, PASSWORD = "bench", "bench-pacs"  # the local Orthanc's basic auth
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _tiles(system: System, slides: list[str], levels: int) -> list[TileRequest]:
@@ -85,10 +81,10 @@ def _row(source: str, geometry: tuple[int, int], stores: str, folder: Path,
                      for w in system.stats()["workers"])
     finally:
         system.stop()
-    lat = result.latencies_ms
+    lat = sorted(result.latencies_ms)
     return {"source": source, "geometry": f"{tile_size}/{overlap}", "tiles": result.ok,
             "errors": dict(result.errors), "tiles_s": result.ok / result.elapsed,
-            "p50": statistics.median(lat) if lat else float("nan"), "p99": _pct(lat, 0.99),
+            "p50": statistics.median(lat) if lat else float("nan"), "p99": percentile(lat, 99),
             "frames": frames}
 
 

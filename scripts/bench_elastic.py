@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from benchlib.load import Budget, LoadPlan, LoadResult, Outcome, WsViewer, run_viewer
+from benchlib.metrics import percentile
 from benchlib.report import markdown_lines
 from benchlib.slides import ensure_slides, slide_geometry
 from benchlib.system import System
@@ -87,8 +88,8 @@ async def trickle(base: str, trace: Iterator[TileRequest], rate: float, until: f
 
 
 def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+    """The ``q`` (0..1) quantile as benchlib's nearest-rank percentile; 0 with no values."""
+    return percentile(sorted(values), q * 100) if values else 0.0
 
 
 async def run_config(label: str, sysm: System, traces: list[Iterator[TileRequest]],

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchlib.metrics import percentile  # noqa: E402
 from benchlib.slides import ensure_slides, slide_geometry  # noqa: E402
 from benchlib.soak_clients import Client  # noqa: E402
 from benchlib.system import System, wait_for  # noqa: E402
@@ -66,13 +67,6 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--server-tree", type=Path, default=None,
                     help="run the components from this checkout (a before figure)")
     return ap.parse_args()
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q / 100 * len(values)))]
 
 
 def longest_gap(client: Client, start: float, end: float) -> float:
@@ -180,22 +174,22 @@ def main() -> int:
     window = (t_sig - PRE, t_sig + args.after)
     before = (t_sig - PRE - (window[1] - window[0]), t_sig - PRE)
     for label, group in (("viewers on the stopped gateway", moved), ("all viewers", clients)):
-        gaps = [longest_gap(c, *window) * 1000 for c in group]
+        gaps = sorted(longest_gap(c, *window) * 1000 for c in group)
         calm = [longest_gap(c, *before) * 1000 for c in group]
         print(f"outage, {label} ({len(group)}): longest gap between good replies max "
-              f"{max(gaps, default=float('nan')):.0f} ms, p99 {pct(gaps, 99):.0f} ms "
+              f"{max(gaps, default=float('nan')):.0f} ms, p99 {percentile(gaps, 99):.0f} ms "
               f"(same window before the SIGTERM: max {max(calm, default=float('nan')):.0f} ms)")
     took = [(c.first_ok_sent_after(c.handoff_at[0]) - c.handoff_at[0]) * 1000
             for c in clients if c.handoff_at and c.first_ok_sent_after(c.handoff_at[0])]
     if took:
         print(f"hand-off, notice to first good reply on the new connection ({len(took)} "
-              f"viewers): p50 {pct(took, 50):.0f} ms, max {max(took):.0f} ms")
+              f"viewers): p50 {percentile(sorted(took), 50):.0f} ms, max {max(took):.0f} ms")
     for label, (lo, hi) in (("after the SIGTERM", (t_sig, t_sig + args.after)),
                             ("before it", (t_sig - args.after, t_sig))):
-        lat = [(d.at - d.first_sent) * 1000 for c in clients for d in c.done.values()
-               if lo <= d.first_sent < hi]
+        lat = sorted((d.at - d.first_sent) * 1000 for c in clients for d in c.done.values()
+                     if lo <= d.first_sent < hi)
         print(f"latency of requests sent {args.after:.0f} s {label}: n {len(lat)}, "
-              f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms")
+              f"p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms")
     print("(the machine may have been shared with other work while this ran)")
     return 0
 
