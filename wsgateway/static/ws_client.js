@@ -129,9 +129,9 @@ export class WsClient {
   /** The gateway is stopping: move to a new connection (a sibling) without waiting. */
   handOff() {
     const old = this.ws;
+    this.ws = null;                      // first: nothing more is sent on the noticed socket
     if (this.old) this.oldClosed();      // a second notice before the first hand-off ended
     this.old = old;
-    this.ws = null;
     this.handoffs++;
     clearTimeout(this.stableTimer);
     clearTimeout(this.reconnectTimer);
