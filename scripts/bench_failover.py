@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchlib.procs import child_pids, free_port
 from benchlib.system import wait_for
-from benchlib.viewers import Viewers, print_outcome
+from benchlib.viewers import Viewers, print_outcome, random_tiles
 
 from readers.demo_slide import write_demo_slide
 
@@ -66,7 +66,7 @@ def main() -> None:
             wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
                                                     timeout=2).status == 200, 60)
             wait_for(lambda: len(_router_pids(serve.pid)) == args.routers, 30)
-            viewers = Viewers(port, slides, args.clients, args.window)
+            viewers = Viewers([port], random_tiles(slides), args.clients, args.window)
             for t in viewers.threads:
                 t.start()
             start = time.monotonic()

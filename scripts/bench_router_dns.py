@@ -28,7 +28,7 @@ from pathlib import Path
 from benchlib.hosts_file import HostsFile, unavailable_reason
 from benchlib.procs import free_port
 from benchlib.system import System, wait_for
-from benchlib.viewers import Viewers, print_outcome
+from benchlib.viewers import Viewers, print_outcome, random_tiles
 
 from readers.demo_slide import write_demo_slide
 from wsgateway.router_pool import rendezvous_order
@@ -109,7 +109,7 @@ def main() -> int:
             hosts.spawn(sysm, "workers", "workers.launcher")
             hosts.spawn(sysm, "gateway", "wsgateway.cli")
             wait_for(lambda: sum(_routers(sysm).values()) == 2, 60, 0.1, "two routers")
-            viewers = Viewers(sysm.port, slides, args.clients, args.window)
+            viewers = Viewers([sysm.port], random_tiles(slides), args.clients, args.window)
             for t in viewers.threads:
                 t.start()
             for _ in range(args.cycles):
