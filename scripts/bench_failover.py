@@ -24,18 +24,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchlib.procs import child_pids, free_port
+from benchlib.procs import free_port
+from benchlib.routers import router_processes
 from benchlib.system import wait_for
 from benchlib.viewers import Viewers, print_outcome, random_tiles
 
 from readers.demo_slide import write_demo_slide
 
 WINDOW_AFTER_KILL = 5.0
-
-
-def _router_pids(serve_pid: int) -> list[int]:
-    return sorted(p for p in child_pids(serve_pid)
-                  if b"router.cli" in Path(f"/proc/{p}/cmdline").read_bytes())
 
 
 def main() -> None:
@@ -65,7 +61,7 @@ def main() -> None:
         try:
             wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
                                                     timeout=2).status == 200, 60)
-            wait_for(lambda: len(_router_pids(serve.pid)) == args.routers, 30)
+            wait_for(lambda: len(router_processes(serve.pid)) == args.routers, 30)
             viewers = Viewers([port], random_tiles(slides), args.clients, args.window)
             for t in viewers.threads:
                 t.start()
@@ -74,7 +70,7 @@ def main() -> None:
             while time.monotonic() - start < args.duration:
                 time.sleep(0.1)
                 if time.monotonic() >= next_kill:
-                    pids = _router_pids(serve.pid)
+                    pids = [r.pid for r in router_processes(serve.pid)]
                     if pids:
                         os.kill(random.Random(len(kills)).choice(pids), signal.SIGKILL)
                         kills.append(time.monotonic())

@@ -16,7 +16,7 @@ import zmq
 
 from router import protocol
 
-from .procs import child_pids, proc_info
+from .procs import child_pids, cmdline, proc_info
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,9 @@ def router_processes(serve_pid: int) -> list[RouterProc]:
     """The router children of a ``tilerouter serve`` process, in frontend order."""
     found = []
     for pid in child_pids(serve_pid):
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if b"router.cli" not in fh.read():
-                    continue
+        if "router.cli" not in cmdline(pid):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile
             env = _environ(pid)
             found.append(RouterProc(pid, env.get("TILEROUTER_FRONTEND", ""),
                                     int(env.get("TILEROUTER_STATS_PORT") or 0)))
